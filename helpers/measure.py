@@ -1,0 +1,312 @@
+"""Measuring: timers, memory peaks, forward and generation metrics, OOM-safe sweeps.
+
+How the numbers are taken (notebook 00 shows each step):
+- Latency: warm-up calls first (kernel selection, caches, lazy init stay out of the numbers), then
+  ``reps`` timed calls. On a GPU each call is timed with CUDA events; on the CPU with
+  ``perf_counter``. Every sample is kept; the median is the headline, p10/p90 the spread.
+- Memory: allocator peak after ``reset_peak_memory_stats`` -> sync -> run -> sync, both allocated
+  (tensors) and reserved (what the caching allocator holds). ``above_weights`` is the peak minus
+  what was allocated before the call (weights and cache): the activations and workspace.
+  The CPU has no such counter: memory columns are NaN there, never a guess.
+- Generation: ``min_new_tokens == max_new_tokens`` so every run makes the same number of tokens;
+  prefill is a generate of one token (time to first token); decode is the rest.
+- Speed of light: achieved TFLOP/s (prefill, forward) and GB/s (decode: weight + KV-cache bytes
+  per token) against the card's ceilings from ``environment.speed_of_light``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+
+from . import environment, models
+from .errors import WorkbookError
+
+
+# --------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    """Every timed sample in milliseconds, with the statistics derived from them."""
+
+    samples_ms: list[float]
+    warmup: int
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    def quantile_ms(self, q: float) -> float:
+        s = sorted(self.samples_ms)
+        pos = q * (len(s) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    @property
+    def stdev_ms(self) -> float:
+        return statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
+
+    def summary(self, prefix: str = "latency") -> dict:
+        """``{prefix}_ms`` (median), ``_p10_ms``, ``_p90_ms``, ``_std_ms`` and ``reps``."""
+        return {f"{prefix}_ms": self.median_ms, f"{prefix}_p10_ms": self.quantile_ms(0.1),
+                f"{prefix}_p90_ms": self.quantile_ms(0.9), f"{prefix}_std_ms": self.stdev_ms,
+                "reps": len(self.samples_ms)}
+
+
+def time_callable(fn: Callable[[], object], *, device: torch.device | str | None = None, warmup: int = 2,
+                  reps: int = 10, context: Callable[[], contextlib.AbstractContextManager] | None = None) -> Timing:
+    """Time ``fn`` after ``warmup`` untimed calls: CUDA events on a GPU, ``perf_counter`` on the CPU.
+
+    ``context`` is a factory of the context each call runs in (e.g. ``loaded.context``).
+    """
+    dev = torch.device(device) if device is not None else environment.device()
+    ctx = context or contextlib.nullcontext
+    if reps < 1:
+        raise WorkbookError(f"reps={reps}: nothing would be timed.", "Use reps >= 1 (10 or more for a stable median).")
+    with ctx():
+        for _ in range(warmup):
+            fn()
+        environment.sync(dev)
+        if dev.type == "cuda":
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+            for start, end in events:
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize(dev)
+            samples = [s.elapsed_time(e) for s, e in events]
+        else:
+            samples = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return Timing(samples, warmup)
+
+
+# --------------------------------------------------------------------------- memory
+
+@dataclass
+class MemoryPeak:
+    """Allocator peaks of one call, in GiB (NaN on the CPU, which has no such counter)."""
+
+    peak_alloc_gib: float
+    peak_reserved_gib: float
+    before_alloc_gib: float
+
+    @property
+    def above_before_gib(self) -> float:
+        """Peak minus what was already allocated: activations, caches and workspace of the call."""
+        return self.peak_alloc_gib - self.before_alloc_gib
+
+    def summary(self) -> dict:
+        return {"peak_alloc_gib": self.peak_alloc_gib, "peak_reserved_gib": self.peak_reserved_gib,
+                "above_weights_gib": self.above_before_gib}
+
+
+def peak_memory(fn: Callable[[], object], *, device: torch.device | str | None = None,
+                context: Callable[[], contextlib.AbstractContextManager] | None = None) -> MemoryPeak:
+    """Run ``fn`` once between a peak reset and a read of the allocator's peaks."""
+    dev = torch.device(device) if device is not None else environment.device()
+    ctx = context or contextlib.nullcontext
+    if dev.type != "cuda":
+        with ctx():
+            fn()
+        nan = float("nan")
+        return MemoryPeak(nan, nan, nan)
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    with ctx():
+        fn()
+    torch.cuda.synchronize(dev)
+    g = 2**30
+    return MemoryPeak(torch.cuda.max_memory_allocated(dev) / g, torch.cuda.max_memory_reserved(dev) / g, before / g)
+
+
+# --------------------------------------------------------------------------- workload arithmetic
+
+def _dims(cfg) -> tuple[int, int, int, int]:
+    layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or (1 if getattr(cfg, "multi_query", False) else heads)
+    return layers, heads, head_dim, kv_heads
+
+
+def count_params(model, embeddings: bool = False) -> int:
+    """Parameter count (4-bit packed weights counted as the numbers they hold); embeddings excluded by default."""
+    n = 0
+    emb = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    for p in model.parameters():
+        if not embeddings and id(p) in emb:
+            continue
+        qs = getattr(p, "quant_state", None)
+        n += int(torch.Size(qs.shape).numel()) if qs is not None else p.numel()
+    return n
+
+
+def forward_flops(model, batch_size: int, seq_len: int, causal: bool = True) -> float:
+    """FLOPs of one forward pass: 2 per weight per token, plus attention's two matmuls.
+
+    Attention adds 4 * batch * seq^2 * heads * head_dim per layer, halved for causal masks (the
+    convention of the FlashAttention papers), so achieved TFLOP/s compare across kernels.
+    """
+    layers, heads, head_dim, _ = _dims(model.config)
+    linear = 2 * count_params(model) * batch_size * seq_len
+    attn = 4 * batch_size * seq_len**2 * heads * head_dim * layers * (0.5 if causal else 1.0)
+    return float(linear + attn)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of parameters and buffers as stored (quantized weights at their packed size)."""
+    return int(model.get_memory_footprint())
+
+
+def kv_cache_bytes(model, batch_size: int, seq_len: int) -> int:
+    """Bytes of the key/value cache for ``seq_len`` positions (2 tensors per layer)."""
+    layers, _, head_dim, kv_heads = _dims(model.config)
+    elem = 2 if next(model.parameters()).dtype in (torch.float16, torch.bfloat16) or getattr(model, "is_quantized", False) else 4
+    return 2 * layers * batch_size * seq_len * kv_heads * head_dim * elem
+
+
+def against_sol(row: dict, sol: environment.SpeedOfLight | None) -> dict:
+    """Add ``sol_fraction_*`` columns: achieved / ceiling, for the columns a row has."""
+    if sol is None:
+        return row
+    if "tflops" in row and sol.tflops:
+        row["sol_tflops"] = sol.tflops
+        row["sol_fraction_compute"] = row["tflops"] / sol.tflops
+    if "decode_gbs" in row and sol.gbs:
+        row["sol_gbs"] = sol.gbs
+        row["sol_fraction_bandwidth"] = row["decode_gbs"] / sol.gbs
+    return row
+
+
+# --------------------------------------------------------------------------- model-level measurements
+
+def forward(loaded: models.Loaded, batch_size: int, seq_len: int, *, pad_fraction: float = 0.0,
+            warmup: int = 2, reps: int = 10, sol: environment.SpeedOfLight | None = None) -> dict:
+    """One forward pass (no KV cache) over a (batch_size, seq_len) batch: latency, memory, TFLOP/s.
+
+    This is the workload of the 2023 guide's speed-up figures (notebook 01).
+    """
+    batch = models.make_batch(loaded, batch_size, seq_len, pad_fraction)
+
+    def fn():
+        with torch.inference_mode():
+            return loaded.model(**batch, use_cache=False)
+
+    dev = loaded.device
+    timing = time_callable(fn, device=dev, warmup=warmup, reps=reps, context=loaded.context)
+    mem = peak_memory(fn, device=dev, context=loaded.context)
+    real_tokens = int(batch["attention_mask"].sum())
+    flops = forward_flops(loaded.model, batch_size, seq_len)
+    row = {**loaded.describe(), "device": environment.device_info().name, "batch_size": batch_size,
+           "seq_len": seq_len, "pad_fraction": pad_fraction, "tokens": real_tokens,
+           **timing.summary("latency"), "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
+           "tflops": flops / (timing.median_ms / 1e3) / 1e12, **mem.summary(),
+           "weights_gib": weight_bytes(loaded.model) / 2**30}
+    return against_sol(row, sol)
+
+
+def generate(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens: int, *,
+             warmup: int = 1, reps: int = 3, pad_fraction: float = 0.0,
+             sol: environment.SpeedOfLight | None = None, **generate_kwargs) -> dict:
+    """Greedy generation of exactly ``new_tokens`` tokens: prefill (time to first token) and decode.
+
+    decode time = full generate - one-token generate; decode tok/s = batch * (new_tokens - 1) / that.
+    Achieved GB/s assumes each decode step reads every weight byte and the KV cache once.
+    """
+    if new_tokens < 2:
+        raise WorkbookError(f"new_tokens={new_tokens}: no decode step to measure.", "Use new_tokens >= 2.")
+    batch = models.make_batch(loaded, batch_size, prompt_len, pad_fraction)
+    pad = loaded.model.config.pad_token_id
+    common = dict(do_sample=False, pad_token_id=pad if pad is not None else 0, **generate_kwargs)
+
+    def gen(n):
+        def fn():
+            with torch.inference_mode():
+                return loaded.model.generate(**batch, max_new_tokens=n, min_new_tokens=n, **common)
+        return fn
+
+    dev = loaded.device
+    out = gen(new_tokens)()
+    assert out.shape[1] == prompt_len + new_tokens, "generate did not make exactly new_tokens tokens"
+    prefill = time_callable(gen(1), device=dev, warmup=warmup, reps=reps, context=loaded.context)
+    full = time_callable(gen(new_tokens), device=dev, warmup=warmup, reps=reps, context=loaded.context)
+    mem = peak_memory(gen(new_tokens), device=dev, context=loaded.context)
+    decode_s = max(full.median_ms - prefill.median_ms, 1e-9) / 1e3
+    steps = new_tokens - 1
+    avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
+    bytes_per_step = weight_bytes(loaded.model) + avg_kv
+    row = {**loaded.describe(), "device": environment.device_info().name, "batch_size": batch_size,
+           "prompt_len": prompt_len, "new_tokens": new_tokens, "pad_fraction": pad_fraction,
+           **{k: v for k, v in prefill.summary("prefill").items() if k != "reps"},
+           **full.summary("total"), "decode_ms_per_token": decode_s * 1e3 / steps,
+           "decode_tok_s": batch_size * steps / decode_s, "decode_gbs": bytes_per_step * steps / decode_s / 1e9,
+           "tflops": forward_flops(loaded.model, batch_size, prompt_len) / (prefill.median_ms / 1e3) / 1e12,
+           **mem.summary(), "weights_gib": weight_bytes(loaded.model) / 2**30}
+    return against_sol(row, sol)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for CUDA and CPU allocation failures (whatever class they arrive as)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS))
+
+
+def sweep(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: list | None = None,
+          on_row: Callable[[dict], None] | None = None, save_to=None) -> pd.DataFrame:
+    """Measure each point; a failure becomes a row, never the end of the sweep.
+
+    Every row has ``status``: ``ok``, ``OOM`` (memory freed, the sweep goes on), ``unsupported``
+    (a ``WorkbookError``: the option cannot run here) or ``error`` (with the exception text).
+    Rows are appended to ``rows`` (pass your own list to keep them even if you interrupt the
+    kernel), handed to ``on_row`` (e.g. a live plot) and, with ``save_to``, appended to that CSV
+    as they come.
+    """
+    from . import results
+
+    rows = [] if rows is None else rows
+    for point in points:
+        t0 = time.perf_counter()
+        try:
+            row = {**point, **measure_one(dict(point)), "status": "ok", "error": ""}
+        except WorkbookError as e:
+            row = {**point, "status": "unsupported", "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
+            if is_oom(e):
+                row = {**point, "status": "OOM", "error": str(e).splitlines()[0][:300]}
+            else:
+                row = {**point, "status": "error",
+                       "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+                       "traceback": traceback.format_exc(limit=3)}
+            del e
+            models.free_memory()
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        if save_to is not None:
+            results.append_row(save_to, row)
+        if on_row is not None:
+            try:
+                on_row(row)
+            except Exception as e:  # noqa: BLE001 - a plotting error must not lose a measurement
+                warnings.warn(f"on_row failed ({type(e).__name__}: {e}); the row is kept")
+    return pd.DataFrame(rows)

@@ -1,0 +1,137 @@
+"""Live plots: a plotly figure that gains a point as each measurement finishes (every notebook).
+
+``LivePlot.show()`` displays the figure with a display id and ``add(row)`` redraws it in place,
+so in JupyterLab, Colab or VS Code the reader watches the sweep fill in, and a notebook executed
+without a front end keeps the last state as an ordinary static figure. Inside a control panel the
+plot draws into the panel's output area instead. Failed points (OOM, unsupported) are drawn as
+crosses on the x axis with their status, so a gap is never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+
+class LivePlot:
+    """A figure of ``y`` against ``x``, one line per value of ``color`` (a column or a list of columns).
+
+    ``ceiling``: an optional (value, label) horizontal line, e.g. the card's speed of light.
+    """
+
+    def __init__(self, x: str, y: str, color: str | list[str] | None = None, *, title: str = "",
+                 log_x: bool = False, log_y: bool = False, ceiling: tuple[float, str] | None = None,
+                 height: int = 420):
+        self.x, self.y, self.color = x, y, color
+        self.title, self.log_x, self.log_y, self.ceiling, self.height = title, log_x, log_y, ceiling, height
+        self.rows: list[dict] = []
+        self._handle = None
+        self._output = None
+
+    # ---- data in
+    def add(self, row: dict) -> None:
+        """Add one measured row (failed rows too) and redraw."""
+        self.rows.append(dict(row))
+        self._redraw()
+
+    def extend(self, rows) -> None:
+        self.rows.extend(dict(r) for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows))
+        self._redraw()
+
+    # ---- figure out
+    def _label(self, row: dict) -> str:
+        if self.color is None:
+            return self.y
+        cols = [self.color] if isinstance(self.color, str) else self.color
+        return " / ".join(str(row.get(c)) for c in cols)
+
+    def figure(self) -> go.Figure:
+        """The current state as a plain ``go.Figure`` (one trace per label, failures as crosses)."""
+        fig = go.Figure()
+        ok = [r for r in self.rows if r.get("status", "ok") == "ok" and _finite(r.get(self.y))]
+        bad = [r for r in self.rows if r.get("status", "ok") != "ok"]
+        labels = list(dict.fromkeys(self._label(r) for r in self.rows))
+        for label in labels:
+            pts = sorted((r for r in ok if self._label(r) == label), key=lambda r: r[self.x])
+            if pts:
+                fig.add_trace(go.Scatter(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts],
+                                         mode="lines+markers", name=label))
+        if bad:
+            floor = min((r[self.y] for r in ok), default=0) if not self.log_y else min((r[self.y] for r in ok), default=1)
+            fig.add_trace(go.Scatter(
+                x=[r[self.x] for r in bad], y=[floor] * len(bad), mode="markers+text", name="not measured",
+                marker=dict(symbol="x", size=12, color="crimson"),
+                text=[f"{r.get('status')}: {self._label(r)}" for r in bad], textposition="top center",
+                hovertext=[str(r.get("error", ""))[:200] for r in bad]))
+        if self.ceiling:
+            fig.add_hline(y=self.ceiling[0], line_dash="dash", annotation_text=self.ceiling[1])
+        fig.update_layout(title=self.title or f"{self.y} vs {self.x}", xaxis_title=self.x, yaxis_title=self.y,
+                          height=self.height, template="plotly_white", legend_title_text=_legend(self.color))
+        if self.log_x:
+            fig.update_xaxes(type="log")
+        if self.log_y:
+            fig.update_yaxes(type="log")
+        return fig
+
+    def point_count(self) -> int:
+        """Points drawn (measured ones), for tests and assertions."""
+        return sum(len(t.x) for t in self.figure().data if t.name != "not measured")
+
+    # ---- display
+    def show(self) -> "LivePlot":
+        """Display the figure now; later ``add`` calls update it in place."""
+        from IPython.display import display
+
+        self._handle = display(mime_bundle(self.figure()), raw=True, display_id=True)
+        return self
+
+    def attach(self, output) -> None:
+        """Draw into an ``ipywidgets.Output`` (a control panel's) instead of a cell's output."""
+        self._output = output
+
+    def _redraw(self) -> None:
+        if self._output is not None:
+            from IPython.display import clear_output, display
+
+            with self._output:
+                clear_output(wait=True)
+                display(mime_bundle(self.figure()), raw=True)
+        elif self._handle is not None:
+            self._handle.update(mime_bundle(self.figure()), raw=True)
+
+
+def mime_bundle(fig: go.Figure) -> dict:
+    """What a figure is displayed as: plotly's own mimetype (JupyterLab, VS Code) and HTML that loads
+    plotly.js from its CDN (Colab, nbviewer, classic notebook). Built here, not by plotly's
+    renderers, so a display id sticks and updates redraw in place; saved notebooks stay small."""
+    spec = json.loads(fig.to_json())
+    spec["config"] = {"displaylogo": False}
+    return {"application/vnd.plotly.v1+json": spec,
+            "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn", config=spec["config"])}
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _legend(color) -> str:
+    if color is None:
+        return ""
+    return color if isinstance(color, str) else " / ".join(color)
+
+
+def bars(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", **kw) -> go.Figure:
+    """A grouped bar chart of a results table (e.g. speed-up per batch size)."""
+    fig = go.Figure()
+    groups = [(None, df)] if color is None else list(df.groupby(color, sort=False))
+    for label, part in groups:
+        fig.add_trace(go.Bar(x=part[x].astype(str), y=part[y], name=str(label) if label is not None else y,
+                             text=[f"{v:.2f}" for v in part[y]], textposition="outside"))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, barmode="group", template="plotly_white", **kw)
+    return fig

@@ -1,0 +1,111 @@
+"""Control panels: pick options, press Run, watch the plot fill in (every notebook has one).
+
+The callback never raises into the kernel: a ``WorkbookError`` shows its problem and fix in the
+panel, an out-of-memory error says so, anything else shows its type and message. ``panel.click()``
+presses Run exactly as a person does, so executed notebooks and tests use the same path.
+"""
+
+from __future__ import annotations
+
+import html
+import traceback
+from typing import Callable, Iterable, Sequence
+
+import ipywidgets as W
+
+from .errors import WorkbookError
+from .plots import LivePlot
+
+
+class ControlPanel:
+    """Dropdowns (or checkboxes, for booleans) for ``controls``, a Run button, a status line, a plot.
+
+    ``run(params)`` returns a result row (dict) or yields rows one by one; each is added to
+    ``plot`` as it arrives and kept in ``self.rows``.
+    """
+
+    def __init__(self, controls: dict[str, Sequence], run: Callable[[dict], dict | Iterable[dict]], *,
+                 plot: LivePlot | None = None, defaults: dict | None = None, title: str = ""):
+        defaults = defaults or {}
+        self.run = run
+        self.plot = plot
+        self.rows: list[dict] = []
+        self.errors: list[str] = []
+        self.controls: dict[str, W.ValueWidget] = {}
+        for name, options in controls.items():
+            options = list(options)
+            value = defaults.get(name, options[0])
+            if set(options) <= {True, False}:
+                w = W.Checkbox(value=bool(value), description=name, indent=False)
+            else:
+                w = W.Dropdown(options=options, value=value, description=name,
+                               style={"description_width": "initial"}, layout=W.Layout(width="auto"))
+            self.controls[name] = w
+        self.button = W.Button(description="Run", button_style="primary", icon="play")
+        self.status = W.HTML(value="<i>Choose options and press Run.</i>")
+        self.output = W.Output()
+        self.button.on_click(lambda _b: self._run_safely())
+        if plot is not None:
+            plot.attach(self.output)
+        header = [W.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        self.box = W.VBox(header + [W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
+                                    W.HBox([self.button, self.status]), self.output])
+
+    def values(self) -> dict:
+        """The options as currently set."""
+        return {name: w.value for name, w in self.controls.items()}
+
+    def set(self, **values) -> "ControlPanel":
+        """Set options as a person would pick them (raises for a value the control does not offer)."""
+        for name, v in values.items():
+            self.controls[name].value = v
+        return self
+
+    def click(self) -> None:
+        """Press Run."""
+        self.button.click()
+
+    @property
+    def last_error(self) -> str | None:
+        return self.errors[-1] if self.errors else None
+
+    def _show(self, text: str, color: str) -> None:
+        self.status.value = f"<span style='color:{color}'>{text}</span>"
+
+    def _run_safely(self) -> None:
+        params = self.values()
+        self.button.disabled = True
+        self._show("running " + html.escape(", ".join(f"{k}={v}" for k, v in params.items())) + " ...", "gray")
+        added = 0
+        try:
+            result = self.run(params)
+            for row in [result] if isinstance(result, dict) else result:
+                self.rows.append(row)
+                added += 1
+                if self.plot is not None:
+                    self.plot.add(row)
+                if row.get("status", "ok") != "ok":
+                    self.errors.append(f"{row['status']}: {row.get('error', '')}")
+            bad = [r for r in self.rows[-added:] if r.get("status", "ok") != "ok"] if added else []
+            msg = f"done: {added} point(s)" + (f", {len(bad)} not measured ({bad[-1]['status']})" if bad else "")
+            self._show(html.escape(msg), "darkorange" if bad else "green")
+        except WorkbookError as e:
+            self.errors.append(str(e))
+            self._show(f"<b>{html.escape(e.problem)}</b><br>Fix: {html.escape(e.fix)}", "crimson")
+        except Exception as e:  # noqa: BLE001 - shown in the panel, never fatal to the kernel
+            from .measure import is_oom
+            from .models import free_memory
+
+            free_memory()
+            kind = "Out of memory" if is_oom(e) else type(e).__name__
+            self.errors.append(f"{kind}: {e}")
+            tb = html.escape(traceback.format_exc(limit=4))
+            self._show(f"<b>{kind}</b>: {html.escape(str(e).splitlines()[0] if str(e) else '')}"
+                       f"<details><summary>traceback</summary><pre>{tb}</pre></details>", "crimson")
+        finally:
+            self.button.disabled = False
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.box)

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from helpers import environment
+from helpers.errors import WorkbookError
+
+
+def test_report_on_this_machine():
+    rep = environment.report()
+    assert rep.device.kind == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert rep.versions["torch"] and rep.versions["transformers"]
+    frame = rep.to_frame()
+    assert "device.name" in frame.index and "version.bitsandbytes" in frame.index
+    assert set(rep.attention.attention) == set(environment.variants.ATTENTION)
+
+
+def test_attention_capabilities_come_from_running():
+    table = environment.attention_support().set_index("attention")
+    assert table.loc["eager", "runs_here"] and table.loc["sdpa", "runs_here"]
+    assert table.loc["sdpa-math", "runs_here"]
+    if not torch.cuda.is_available():
+        assert not table.loc["fa2", "runs_here"]
+        assert "NVIDIA GPU" in table.loc["fa2", "detail"]
+        # the CUDA-only SDPA kernels really refuse on a CPU
+        assert not table.loc["sdpa-efficient", "runs_here"]
+
+
+def test_sdpa_probe_reports_no_kernel_for_float32_flash_on_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("the float32 refusal of the flash kernel is a CUDA behaviour")
+    ok, why = environment.sdpa_backend_runs("FLASH_ATTENTION", torch.float32)
+    assert not ok and why
+
+
+def test_quantization_modes_run_on_this_device():
+    table = environment.quantization_support().set_index("quant")
+    assert list(table.index) == ["int8", "fp4", "nf4"]
+    assert table.runs_here.all(), table.detail.to_dict()  # bitsandbytes 0.50 runs all three on a CPU too
+
+
+def test_missing_bitsandbytes_names_the_fix(monkeypatch):
+    real = environment.importlib.util.find_spec
+    monkeypatch.setattr(environment.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    environment._quant_runs.cache_clear()
+    try:
+        problem = environment.quantization_problem("nf4")
+        assert "pip install bitsandbytes" in problem
+    finally:
+        environment._quant_runs.cache_clear()
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("NVIDIA H100 80GB HBM3", (989.0, 3350.0)),
+    ("NVIDIA H100 PCIe", (756.0, 2000.0)),
+    ("NVIDIA H200", (989.0, 4800.0)),
+    ("Tesla T4", (65.0, 320.0)),
+    ("NVIDIA A100-SXM4-80GB", (312.0, 2039.0)),
+])
+def test_datasheet_lookup(name, expected):
+    assert environment.datasheet(name)[:2] == expected
+
+
+def test_unknown_card_has_no_datasheet():
+    assert environment.datasheet("Imaginary Card 9000") is None
+
+
+def test_measured_peaks_are_positive_and_plausible():
+    tflops, gbs = environment.measure_peaks(size=256, reps=3)
+    assert 0 < tflops < 5000 and 0 < gbs < 20000
+
+
+def test_profile_from_hardware_and_override(monkeypatch):
+    auto = environment.profile()
+    assert auto.name == ("cpu" if not torch.cuda.is_available() else auto.name)
+    assert environment.profile("large-gpu").decoder == "llama-2-7b"
+    monkeypatch.setenv("WORKBOOK_PROFILE", "small-gpu")
+    assert environment.profile().name == "small-gpu"
+    with pytest.raises(WorkbookError, match="Unknown profile"):
+        environment.profile("huge")
+
+
+def test_card_slug():
+    info = environment.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 1, 79.2, "9.0", True, "x86_64", 16)
+    assert environment.card_slug(info) == "nvidia-h100-80gb-hbm3"

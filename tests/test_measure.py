@@ -1,0 +1,156 @@
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import environment, measure, models, results
+from helpers.errors import WorkbookError
+
+
+def test_timer_on_a_workload_of_known_duration():
+    t = measure.time_callable(lambda: time.sleep(0.02), device="cpu", warmup=1, reps=7)
+    assert len(t.samples_ms) == 7
+    assert 19.5 <= t.median_ms <= 35, t.samples_ms
+    assert t.quantile_ms(0.1) <= t.median_ms <= t.quantile_ms(0.9)
+    summary = t.summary("latency")
+    assert set(summary) == {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_std_ms", "reps"}
+
+
+def test_timer_counts_warmup_calls_separately():
+    calls = []
+    measure.time_callable(lambda: calls.append(1), device="cpu", warmup=3, reps=4)
+    assert len(calls) == 7
+    with pytest.raises(WorkbookError):
+        measure.time_callable(lambda: None, device="cpu", reps=0)
+
+
+def test_memory_peak_is_nan_on_cpu_not_a_guess():
+    peak = measure.peak_memory(lambda: torch.ones(10), device="cpu")
+    assert all(pd.isna(v) for v in peak.summary().values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="allocator peaks exist on CUDA only")
+def test_memory_peak_sees_a_known_allocation():
+    peak = measure.peak_memory(lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda")
+    assert peak.above_before_gib == pytest.approx(0.25, abs=0.01)
+
+
+def test_is_oom_recognises_a_real_allocation_failure():
+    with pytest.raises(RuntimeError) as err:
+        torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: no machine has it
+    assert measure.is_oom(err.value)
+    assert not measure.is_oom(ValueError("shape mismatch"))
+
+
+def test_sweep_records_oom_and_goes_on(tmp_path):
+    def measure_one(p):
+        if p["size"] == "huge":
+            torch.empty(2**50, dtype=torch.uint8)  # provoked, not pretended
+        if p["size"] == "bad":
+            raise WorkbookError("cannot run", "do something else")
+        if p["size"] == "bug":
+            raise KeyError("oops")
+        return {"latency_ms": 1.0}
+
+    seen = []
+    path = tmp_path / "partial.csv"
+    df = measure.sweep([{"size": s} for s in ["small", "huge", "bad", "bug", "last"]], measure_one,
+                       on_row=seen.append, save_to=path)
+    assert list(df.status) == ["ok", "OOM", "unsupported", "error", "ok"]
+    assert "allocate" in df.error[1] and "KeyError" in df.error[3]
+    assert len(seen) == 5
+    assert list(pd.read_csv(path).status) == list(df.status)
+
+
+def test_sweep_keeps_measured_points_when_interrupted():
+    rows = []
+
+    def measure_one(p):
+        if p["i"] == 2:
+            raise KeyboardInterrupt  # the reader presses stop
+        return {"y": p["i"]}
+
+    with pytest.raises(KeyboardInterrupt):
+        measure.sweep([{"i": i} for i in range(4)], measure_one, rows=rows)
+    assert [r["y"] for r in rows] == [0, 1]
+
+
+def test_a_failing_plot_does_not_lose_the_row():
+    def broken_plot(row):
+        raise RuntimeError("plot broke")
+
+    with pytest.warns(UserWarning, match="row is kept"):
+        df = measure.sweep([{"i": 1}], lambda p: {"y": 2}, on_row=broken_plot)
+    assert df.y.tolist() == [2]
+
+
+def test_forward_row(tiny):
+    sol = environment.SpeedOfLight(1.0, 10.0, "test")
+    row = measure.forward(tiny, 2, 32, warmup=1, reps=3, sol=sol)
+    assert row["tokens"] == 64 and row["reps"] == 3 and row["latency_ms"] > 0
+    assert row["tflops"] > 0 and row["sol_fraction_compute"] == pytest.approx(row["tflops"] / 1.0)
+    assert row["attention"] == "sdpa" and row["model"] == "llama-2-7b-tiny"
+
+
+def test_forward_counts_only_real_tokens_with_padding(tiny):
+    row = measure.forward(tiny, 4, 40, pad_fraction=0.25, warmup=0, reps=1)
+    assert row["tokens"] == 120  # pads of 0, 7, 13 and 20 positions
+
+
+def test_generate_makes_exactly_the_tokens_asked(tiny):
+    row = measure.generate(tiny, 2, 16, 6, warmup=0, reps=2)
+    assert row["new_tokens"] == 6 and row["decode_tok_s"] > 0 and row["prefill_ms"] > 0
+    assert row["total_ms"] > row["prefill_ms"]
+    assert row["decode_ms_per_token"] == pytest.approx((row["total_ms"] - row["prefill_ms"]) / 5)
+
+
+def test_flop_count_by_hand(tiny):
+    cfg = tiny.model.config
+    n = measure.count_params(tiny.model)
+    # the embedding table is excluded, the lm_head (untied) is a matmul and counts
+    emb = cfg.vocab_size * cfg.hidden_size
+    assert n == sum(p.numel() for p in tiny.model.parameters()) - emb
+    b, s = 2, 32
+    attn = 4 * b * s * s * cfg.hidden_size * cfg.num_hidden_layers * 0.5
+    assert measure.forward_flops(tiny.model, b, s) == 2 * n * b * s + attn
+
+
+def test_kv_cache_bytes(tiny):
+    cfg = tiny.model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    assert measure.kv_cache_bytes(tiny.model, 3, 10) == 2 * cfg.num_hidden_layers * 3 * 10 * cfg.num_key_value_heads * head_dim * 4
+
+
+def test_results_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
+    df = pd.DataFrame([{"attention": "sdpa", "latency_ms": 1.5}, {"attention": "eager", "latency_ms": 3.0}])
+    path = results.save(df, "unit", meta={"profile": "cpu"})
+    assert path.parent.name == environment.card_slug()
+    back = results.load("unit")
+    pd.testing.assert_frame_equal(back, df)
+    meta = results.meta("unit")
+    assert meta["profile"] == "cpu" and meta["rows"] == 2 and meta["versions"]["torch"]
+    assert results.saved().name.tolist() == ["unit"]
+    with pytest.raises(WorkbookError, match="No saved results"):
+        results.load("missing")
+
+
+def test_append_row_grows_columns(tmp_path):
+    path = tmp_path / "x.csv"
+    results.append_row(path, {"a": 1})
+    results.append_row(path, {"a": 2, "b": "OOM"})
+    results.append_row(path, {"a": 3})
+    df = pd.read_csv(path)
+    assert df.a.tolist() == [1, 2, 3] and df.b.tolist()[1] == "OOM"
+
+
+def test_model_sized_oom_is_a_row_not_a_crash(tiny):
+    # 16384 x 4096 token ids fit (0.5 GiB); their 64 GiB of hidden states do not: the model's own
+    # allocation fails for real, the row says OOM, and the next point is measured
+    def point(p):
+        return measure.forward(tiny, p["batch_size"], p["seq_len"], warmup=0, reps=1)
+
+    df = measure.sweep([{"batch_size": 2**14, "seq_len": 4096}, {"batch_size": 1, "seq_len": 16}], point)
+    assert df.status.tolist() == ["OOM", "ok"], df.error.tolist()
+    assert "allocate" in df.error[0]

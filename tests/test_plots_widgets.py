@@ -1,0 +1,102 @@
+import pytest
+import torch
+import traitlets
+
+from helpers import measure, plots, widgets
+from helpers.errors import WorkbookError
+
+
+def test_live_plot_gains_a_point_per_row():
+    p = plots.LivePlot("seq_len", "latency_ms", "attention")
+    for i, s in enumerate([64, 128, 256]):
+        p.add({"seq_len": s, "latency_ms": 1.0 + i, "attention": "sdpa", "status": "ok"})
+        assert p.point_count() == i + 1
+    p.add({"seq_len": 64, "latency_ms": 2.0, "attention": "eager"})
+    fig = p.figure()
+    assert [t.name for t in fig.data] == ["sdpa", "eager"]
+    assert list(fig.data[0].x) == [64, 128, 256]
+
+
+def test_failed_points_are_drawn_not_dropped():
+    p = plots.LivePlot("batch_size", "latency_ms", ["attention", "weights"], ceiling=(5.0, "speed of light"))
+    p.add({"batch_size": 1, "latency_ms": 3.0, "attention": "eager", "weights": "bf16", "status": "ok"})
+    p.add({"batch_size": 8, "latency_ms": float("nan"), "attention": "eager", "weights": "bf16",
+           "status": "OOM", "error": "CUDA out of memory"})
+    fig = p.figure()
+    crosses = [t for t in fig.data if t.name == "not measured"]
+    assert len(crosses) == 1 and list(crosses[0].x) == [8] and "OOM" in crosses[0].text[0]
+    assert p.point_count() == 1
+    assert fig.layout.shapes, "the ceiling line is drawn"
+
+
+def test_mime_bundle_has_lab_and_html_forms():
+    p = plots.LivePlot("x", "y")
+    p.add({"x": 1, "y": 2})
+    bundle = plots.mime_bundle(p.figure())
+    assert bundle["application/vnd.plotly.v1+json"]["data"][0]["x"] == [1]
+    assert "cdn.plot.ly" in bundle["text/html"] and "<html" not in bundle["text/html"]
+
+
+def _panel(run, **kw):
+    return widgets.ControlPanel({"mode": ["a", "b"], "batch_size": [1, 2], "pad": [False, True]}, run, **kw)
+
+
+def test_panel_click_runs_and_plots_each_row():
+    plot = plots.LivePlot("batch_size", "latency_ms", "mode")
+
+    def run(p):
+        for i in range(3):
+            yield {"batch_size": p["batch_size"] + i, "latency_ms": 1.0, "mode": p["mode"]}
+
+    panel = _panel(run, plot=plot)
+    panel.set(mode="b", batch_size=2).click()
+    assert len(panel.rows) == 3 and plot.point_count() == 3 and not panel.errors
+    assert "done: 3" in panel.status.value and not panel.button.disabled
+    assert isinstance(panel.controls["pad"], widgets.W.Checkbox)
+
+
+def test_panel_shows_workbook_errors_with_the_fix():
+    def run(p):
+        raise WorkbookError("flash attention needs a GPU", "use attention='sdpa'")
+
+    panel = _panel(run)
+    panel.click()  # must not raise
+    assert "needs a GPU" in panel.status.value and "Fix: use attention=" in panel.status.value
+    assert "Fix:" in panel.last_error and not panel.button.disabled
+
+
+def test_panel_survives_a_real_out_of_memory():
+    def run(p):
+        torch.empty(2**50, dtype=torch.uint8)
+
+    panel = _panel(run)
+    panel.click()
+    assert "Out of memory" in panel.status.value and panel.last_error.startswith("Out of memory")
+
+
+def test_panel_survives_a_bug_and_shows_the_traceback():
+    def run(p):
+        return {}["missing"]
+
+    panel = _panel(run)
+    panel.click()
+    assert "KeyError" in panel.status.value and "traceback" in panel.status.value
+    # and keeps working afterwards
+    panel.run = lambda p: {"batch_size": 1, "latency_ms": 2.0}
+    panel.click()
+    assert "done: 1" in panel.status.value
+
+
+def test_panel_reports_rows_that_failed_in_a_sweep():
+    def run(p):
+        return measure.sweep([{"batch_size": 1}], lambda q: torch.empty(2**50, dtype=torch.uint8))
+
+    panel = _panel(lambda p: run(p).to_dict("records"))
+    panel.click()
+    assert "not measured (OOM)" in panel.status.value
+
+
+def test_panel_refuses_a_value_it_does_not_offer():
+    panel = _panel(lambda p: {})
+    with pytest.raises(traitlets.TraitError):
+        panel.set(mode="z")

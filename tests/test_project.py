@@ -1,0 +1,83 @@
+"""The project's own promises: pins agree, README numbers come from results/, notebooks are well formed."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_matches_pyproject():
+    project = _pyproject()["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(wanted)
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert python == "python=3.11"
+
+
+def test_transformers_is_pinned_below_the_release_that_refuses_peft_021():
+    deps = {re.split(r"[<>=!~ ]", d)[0]: d for d in _pyproject()["project"]["dependencies"]}
+    assert "<5.24" in deps["transformers"] and "<0.22" in deps["peft"]
+
+
+def test_installed_versions_satisfy_the_pins():
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    for dep in _pyproject()["project"]["dependencies"]:
+        req = Requirement(dep)
+        assert req.specifier.contains(version(req.name), prereleases=True), (req, version(req.name))
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "./workbook lab" in readme and "./workbook test" in readme and "./workbook run-all" in readme
+    assert "./workbook test" in (ROOT / ".ci/run").read_text()
+
+
+def test_readme_headline_is_generated_from_results():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- headline:start -->\n")[1].split("<!-- headline:end -->")[0]
+    out = subprocess.run([sys.executable, str(ROOT / "tools/headline.py")], capture_output=True, text=True, check=True).stdout
+    assert block == out, "regenerate the README table: python tools/headline.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_reads_like_a_chapter(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "What you will learn" in first.source and "What you need" in first.source
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), "a parameters cell"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Summary" in text and "## Exercises" in text
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert "import *" not in c.source
+            assert len(c.source.splitlines()) <= 16, f"a long cell belongs in helpers/: {c.source[:60]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_come_from_a_gpu_run_without_errors(path):
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    if not outputs:
+        pytest.skip("no stored outputs")
+    assert not [o for o in outputs if o.output_type == "error"]
+    report = "\n".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "device.kind" in report and re.search(r"device\.kind\s+cuda", report), "stored outputs must be a GPU run's"

@@ -1,0 +1,76 @@
+"""Execute the notebooks headless on the machine at hand and keep their outputs.
+
+    python tools/run_notebooks.py                 # every notebook -> executed/<name>.ipynb
+    python tools/run_notebooks.py --inplace       # refresh the stored outputs in notebooks/
+    python tools/run_notebooks.py 01 --profile large-gpu
+
+This is how the stored GPU outputs are produced, and how you benchmark your own card: each notebook
+saves its measurements under results/<card>/. A failing notebook is saved with its error and the
+run goes on to the next; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def select(names: list[str]) -> list[Path]:
+    every = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return every
+    chosen = []
+    for n in names:
+        hits = [p for p in every if p.name.startswith(n) or p.stem == n or str(p) == n]
+        if not hits:
+            sys.exit(f"No notebook matches {n!r}. Notebooks: {[p.name for p in every]}")
+        chosen += hits
+    return chosen
+
+
+def main() -> int:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
+    ap.add_argument("--inplace", action="store_true", help="write outputs into notebooks/ (stored outputs)")
+    ap.add_argument("--out", default=str(ROOT / "executed"), help="folder for executed copies")
+    ap.add_argument("--profile", help="force a hardware profile (cpu, small-gpu, large-gpu)")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ap.add_argument("--kernel", default="python3")
+    args = ap.parse_args()
+
+    if args.profile:
+        os.environ["WORKBOOK_PROFILE"] = args.profile
+    out_dir = NOTEBOOKS if args.inplace else Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path in select(args.notebooks):
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, timeout=args.timeout, kernel_name=args.kernel,
+                                resources={"metadata": {"path": str(NOTEBOOKS)}}, record_timing=True)
+        t0 = time.perf_counter()
+        status = "ok"
+        try:
+            client.execute()
+        except CellExecutionError as e:
+            status = "FAILED"
+            failed.append(path.name)
+            print(str(e)[-3000:], file=sys.stderr)
+        nbformat.write(nb, out_dir / path.name)
+        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {out_dir / path.name}", flush=True)
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
