@@ -1,0 +1,60 @@
+"""Real English sentences of varied length, for the encoder chapters (02, 03).
+
+Lengths range from a few words to a long paragraph, so a padded batch of them has realistic padding:
+most rows are much shorter than the longest. ``PARAPHRASES`` holds pairs that mean the same thing.
+"""
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "It is raining again.",
+    "Please close the door when you leave the room.",
+    "The train to the airport leaves every fifteen minutes from platform two.",
+    "She planted tomatoes, basil and three kinds of peppers in the small garden behind the house.",
+    "Prices rose.",
+    "A graphics card moves data between its memory and its cores far faster than a laptop can.",
+    "The museum is closed on Mondays.",
+    "After the storm, volunteers spent the whole weekend clearing fallen branches from the roads and "
+    "checking on elderly neighbours who had lost power.",
+    "He forgot his umbrella.",
+    "Quantum computers use qubits, which can be in a superposition of states.",
+    "The recipe calls for two cups of flour, one egg, a pinch of salt and enough milk to make a smooth batter.",
+    "Our flight was delayed by three hours because of fog.",
+    "Dogs bark.",
+    "The committee will publish its final report next spring, after consulting the public and several "
+    "independent experts on the long-term costs of the project.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "I would like a cup of tea, please.",
+    "The library lends books, films, music and even tools to anyone with a card.",
+    "Researchers measured how quickly glaciers in the region retreated over the past forty years and found "
+    "that the pace had roughly doubled since the nineteen nineties.",
+    "The meeting starts at nine.",
+    "Children learn languages quickly when they hear them every day.",
+    "A bicycle is often the fastest way to cross a crowded city centre.",
+    "The old bridge was rebuilt in stone after the flood of 1868 swept the wooden one away.",
+    "Turn left at the bakery.",
+    "Solar panels produce less electricity on cloudy days, but they still work.",
+    "The orchestra rehearsed the symphony for weeks before the premiere, and the conductor changed the tempo "
+    "of the slow movement twice during the final rehearsal.",
+    "My phone battery is almost empty.",
+    "The shop sells fresh bread every morning.",
+    "Volcanic eruptions can cool the climate for a year or two by filling the upper atmosphere with ash.",
+    "Thank you for your help.",
+    "A good night's sleep improves memory and concentration.",
+    "The software update fixed the bug that made the application crash when files were saved to a network drive.",
+]
+
+PARAPHRASES = [
+    ("The cat sat on the mat.", "A cat was sitting on the rug."),
+    ("It is raining again.", "The rain has started once more."),
+    ("Our flight was delayed by three hours because of fog.", "Fog held our plane back for three hours."),
+    ("Thank you for your help.", "Thanks a lot for helping me."),
+    ("The museum is closed on Mondays.", "On Mondays the museum does not open."),
+    ("Water boils at one hundred degrees Celsius at sea level.", "At sea level, water starts boiling at 100 °C."),
+    ("Dogs bark.", "Dogs make barking sounds."),
+    ("My phone battery is almost empty.", "My mobile is nearly out of charge."),
+]
+
+
+def batch(n: int, start: int = 0) -> list[str]:
+    """``n`` sentences, cycling through the list from ``start``."""
+    return [SENTENCES[(start + i) % len(SENTENCES)] for i in range(n)]
