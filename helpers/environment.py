@@ -187,6 +187,23 @@ def attention_support(dtype: torch.dtype | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def flash_path(dtype: torch.dtype | None = None) -> tuple[str, str]:
+    """The FlashAttention path to use here and a sentence saying what it is.
+
+    The flash-attn package (``fa2``) when it runs; otherwise PyTorch SDPA pinned to its
+    FlashAttention-2 kernels (``sdpa-flash``); otherwise plain ``sdpa``, which picks what runs.
+    """
+    dev = device()
+    dtype = dtype or _probe_dtype(dev)
+    if attention_problem("fa2", dtype, dev) is None:
+        return "fa2", "the flash-attn package (attn_implementation='flash_attention_2')"
+    if attention_problem("sdpa-flash", dtype, dev) is None:
+        where = "CUDA FlashAttention-2 kernels" if dev.type == "cuda" else "CPU flash-attention kernel"
+        return "sdpa-flash", (f"flash-attn is not installed: PyTorch SDPA pinned to its {where} "
+                              "(attn_implementation='sdpa' + sdpa_kernel(FLASH_ATTENTION))")
+    return "sdpa", "no flash kernel runs here: PyTorch SDPA with the kernel it picks"
+
+
 # --------------------------------------------------------------------------- quantization probes
 
 @functools.lru_cache(maxsize=None)
@@ -340,6 +357,10 @@ class Profile:
     warmup: int
     reps: int
     new_tokens: int
+    decoders: list[str] = field(default_factory=list)  # the architectures a comparison runs on
+    memory_seq_lens: list[int] = field(default_factory=list)  # up to (and past) where eager attention fits
+    short_seq: int = 512
+    sweep_reps: int = 5  # reps for heavy sweeps (many points, long sequences)
     reason: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -349,11 +370,14 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "cpu": Profile("cpu", "llama-2-7b-tiny", "llama-2-7b-tiny", "fp32", [64, 128, 256], [1, 2, 4], 256,
-                   warmup=1, reps=5, new_tokens=8),
+                   warmup=1, reps=5, new_tokens=8, decoders=["llama-2-7b-tiny", "falcon-7b-tiny"],
+                   memory_seq_lens=[64, 128, 256, 512], short_seq=64, sweep_reps=3),
     "small-gpu": Profile("small-gpu", "llama-1.1b", "opt-350m", "bf16", [512, 1024, 2048], [1, 2, 4, 8], 2048,
-                         warmup=2, reps=10, new_tokens=64),
+                         warmup=2, reps=10, new_tokens=64, decoders=["llama-1.1b", "opt-350m"],
+                         memory_seq_lens=[512, 1024, 2048, 4096, 8192, 16384], short_seq=512, sweep_reps=5),
     "large-gpu": Profile("large-gpu", "llama-2-7b", "llama-1.1b", "bf16", [512, 1024, 2048, 4096], [1, 2, 4, 8], 4096,
-                         warmup=3, reps=10, new_tokens=128),
+                         warmup=3, reps=10, new_tokens=128, decoders=["llama-2-7b", "falcon-7b"],
+                         memory_seq_lens=[1024, 2048, 4096, 8192, 16384, 32768], short_seq=512, sweep_reps=3),
 }
 
 

@@ -259,9 +259,101 @@ def generate(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens
     return against_sol(row, sol)
 
 
+def kernel_agreement(attention: str, dtype: torch.dtype, *, batch_size: int = 1, heads: int = 32,
+                     seq_len: int = 1024, head_dim: int = 128, seed: int = 0) -> dict:
+    """One causal attention call in ``dtype`` against a float64 reference on the same inputs.
+
+    ``attention`` is ``eager`` (matmul, softmax, matmul in ``dtype``) or an ``sdpa-*`` name.
+    Returns the relative L2 error; bf16 carries 8 significant bits, so a correct kernel lands
+    around 1e-3 to 1e-2 and a wrong one near 1.
+    """
+    from . import variants
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = environment.device()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    q, k, v = (torch.randn(batch_size, heads, seq_len, head_dim, generator=g).to(dev, dtype) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(),
+                                                           is_causal=True)
+    if attention == "eager":
+        scores = (q @ k.transpose(-1, -2)) / head_dim**0.5
+        scores = scores.masked_fill(torch.ones(seq_len, seq_len, dtype=torch.bool, device=dev).triu(1), float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v
+    else:
+        backend = variants.attention_variant(attention).sdpa_backend
+        ctx = sdpa_kernel([getattr(SDPBackend, backend)]) if backend else contextlib.nullcontext()
+        with ctx:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    err = ((out.double().cpu() - ref).norm() / ref.norm()).item()
+    return {"attention": attention, "dtype": str(dtype).replace("torch.", ""), "rel_l2_error_vs_float64": err}
+
+
+def agreement(loaded: models.Loaded, attention: str, reference: str = "eager", *, batch_size: int = 2,
+              seq_len: int = 256, pad_fraction: float = 0.0) -> dict:
+    """How closely ``attention`` reproduces ``reference`` on one batch: relative L2 error of the logits
+    (‖a − b‖ / ‖b‖, over real tokens) and the largest absolute difference. bf16 kernels land near 1e-2.
+    """
+    batch = models.make_batch(loaded, batch_size, seq_len, pad_fraction)
+    real = batch["attention_mask"].bool()
+    out = {}
+    for name in (reference, attention):
+        loaded.switch_attention(name)
+        with torch.inference_mode(), loaded.context():
+            out[name] = loaded.model(**batch, use_cache=False).logits[real].float()
+    diff = out[attention] - out[reference]
+    return {"attention": attention, "reference": reference, "dtype": loaded.request.dtype,
+            "rel_l2_error": (diff.norm() / out[reference].norm()).item(), "max_abs_diff": diff.abs().max().item()}
+
+
+def padding_vs_packing(loaded: models.Loaded, seqs: list[torch.Tensor], *, warmup: int = 1, reps: int = 5) -> pd.DataFrame:
+    """The same sequences three ways (notebook 01): a left-padded batch; packed into one row with
+    position ids restarting at each sequence; and concatenated with no boundaries (the mistake that
+    packing avoids: later sequences attend to earlier ones).
+
+    One row per layout: positions computed, real tokens, latency, and how far each token's logits are
+    from running its sequence alone (relative L2 error; bf16 rounding alone gives about 1e-2).
+    """
+    dev = loaded.device
+    pad_id = loaded.model.config.pad_token_id or 0
+    packed = models.pack_batch(seqs)
+    layouts = {"padded": models.pad_batch(seqs, pad_id), "packed": packed,
+               "concatenated, no boundaries": {"input_ids": packed["input_ids"],
+                                               "position_ids": torch.arange(packed["input_ids"].shape[1])[None]}}
+    with torch.inference_mode(), loaded.context():
+        alone = torch.cat([loaded.model(input_ids=s[None].to(dev), use_cache=False).logits[0].float() for s in seqs])
+    rows = []
+    for name, batch in layouts.items():
+        batch = {k: v.to(dev) for k, v in batch.items()}
+
+        def fn():
+            with torch.inference_mode():
+                return loaded.model(**batch, use_cache=False).logits
+
+        timing = time_callable(fn, device=dev, warmup=warmup, reps=reps, context=loaded.context)
+        with loaded.context():
+            logits = fn().float()
+        if name == "padded":
+            got = torch.cat([logits[i, logits.shape[1] - len(s):] for i, s in enumerate(seqs)])
+        else:
+            got = logits[0]
+        positions = batch["input_ids"].numel()
+        real = sum(len(s) for s in seqs)
+        rows.append({**loaded.describe(), "layout": name, "positions": positions, "real_tokens": real,
+                     "padding_share": 1 - real / positions, **timing.summary("latency"),
+                     "real_tokens_per_s": real / (timing.median_ms / 1e3),
+                     "rel_error_vs_alone": ((got - alone).norm() / alone.norm()).item()})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- sweeps
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+NO_KERNEL_MARKERS = ("no available kernel", "no viable backend")
+
+
+def is_no_kernel(exc: BaseException) -> bool:
+    """True for SDPA's refusal when the pinned backend cannot take these inputs (dtype, mask, head size)."""
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in NO_KERNEL_MARKERS)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -277,7 +369,8 @@ def sweep(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: 
     """Measure each point; a failure becomes a row, never the end of the sweep.
 
     Every row has ``status``: ``ok``, ``OOM`` (memory freed, the sweep goes on), ``unsupported``
-    (a ``WorkbookError``: the option cannot run here) or ``error`` (with the exception text).
+    (a ``WorkbookError``, or SDPA's "No available kernel" for a pinned backend: the option cannot run
+    these inputs here) or ``error`` (with the exception text).
     Rows are appended to ``rows`` (pass your own list to keep them even if you interrupt the
     kernel), handed to ``on_row`` (e.g. a live plot) and, with ``save_to``, appended to that CSV
     as they come.
@@ -294,6 +387,8 @@ def sweep(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: 
         except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
             if is_oom(e):
                 row = {**point, "status": "OOM", "error": str(e).splitlines()[0][:300]}
+            elif is_no_kernel(e):
+                row = {**point, "status": "unsupported", "error": "No available kernel: " + str(e).splitlines()[0][:300]}
             else:
                 row = {**point, "status": "error",
                        "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",

@@ -28,10 +28,17 @@ MARKER = "workbook.json"
 
 
 def _quiet_progress_bars() -> None:
-    """Loading bars would fill saved notebooks with widget placeholders; the load time is reported instead."""
+    """Loading bars would fill saved notebooks with widget placeholders; the load time is reported instead.
+    bitsandbytes' int8 matmul logs the same cast note on every call; notebook 04 explains the cast once."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+
+
+_quiet_progress_bars()
 
 
 def cache_dir() -> Path:
@@ -81,7 +88,6 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     tok = byte_tokenizer()
     cfg.pad_token_id = tok.pad_token_id if cfg.pad_token_id is None else cfg.pad_token_id
     torch.manual_seed(seed)
-    _quiet_progress_bars()
     dev = environment.device()
     t0 = time.perf_counter()
     with torch.device(dev):
@@ -291,10 +297,20 @@ class Loaded:
         return self.model.get_memory_footprint() / 2**30
 
     def switch_attention(self, attention: str) -> "Loaded":
-        """Change the attention path in place (no reload), after the same checks as ``load``."""
+        """Change the attention path in place (no reload), after the same checks as ``load``.
+
+        Architectures whose attention classes are fixed at load time (Falcon, for one) cannot switch:
+        that raises a ``WorkbookError`` and the model keeps its attention (``OneAtATime`` reloads).
+        """
         req = Request(**{**self.request.__dict__, "attention": attention})
         check_request(req, self.model.config, type(self.model))
-        self.model.set_attn_implementation(variants.attention_variant(attention).implementation)
+        impl = variants.attention_variant(attention).implementation
+        if impl != self.model.config._attn_implementation:
+            if not cannot_switch_attention(self):
+                self.model.set_attn_implementation(impl)
+            if self.model.config._attn_implementation != impl:
+                raise WorkbookError(f"{type(self.model).__name__} cannot change its attention in place.",
+                                    f"Load it again with attention={attention!r} (models.OneAtATime does this).")
         self.request = req
         self.verification = verify(self.model, req)
         return self
@@ -330,7 +346,6 @@ def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant:
     """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_progress_bars()
     dtype = dtype or environment.profile().dtype
     req = Request(name, dtype, attention, quant, double_quant, compute_dtype, device_map, max_memory)
     path, source = resolve(name)
@@ -364,6 +379,41 @@ def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant:
     return Loaded(model, tokenizer, req, ver, source, load_s)
 
 
+def cannot_switch_attention(loaded: Loaded) -> bool:
+    """True for models whose attention is fixed at load time (transformers' AttentionInterface not used)."""
+    return not loaded.model._can_set_attn_implementation()
+
+
+class OneAtATime:
+    """Keeps one model loaded: ``slot.get(name, **options)`` reuses it while name and options match,
+    otherwise frees it and loads the new one (7B models do not fit side by side on every card)."""
+
+    def __init__(self):
+        self.loaded: Loaded | None = None
+        self._key = None
+
+    def get(self, name: str, **options) -> Loaded:
+        attention = options.pop("attention", "sdpa")
+        key = (name, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+        if self._key != key:
+            self.release()
+            self.loaded = load(name, attention=attention, **options)
+            self._key = key
+        elif self.loaded.request.attention != attention:
+            try:
+                self.loaded.switch_attention(attention)
+            except WorkbookError:
+                if cannot_switch_attention(self.loaded):
+                    self.release()
+                    return self.get(name, attention=attention, **options)
+                raise
+        return self.loaded
+
+    def release(self) -> None:
+        unload(self.loaded)
+        self.loaded, self._key = None, None
+
+
 def free_memory() -> None:
     """Collect garbage and return cached GPU memory, so the next measurement starts clean."""
     gc.collect()
@@ -380,6 +430,28 @@ def unload(loaded: Loaded | None) -> None:
 
 
 # --------------------------------------------------------------------------- inputs
+
+def pad_batch(seqs: list[torch.Tensor], pad_id: int = 0) -> dict:
+    """Left-pad token sequences into one (batch, longest) batch with its attention mask."""
+    longest = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, longest - len(s):] = s
+        mask[i, longest - len(s):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def pack_batch(seqs: list[torch.Tensor]) -> dict:
+    """Concatenate sequences into one row; ``position_ids`` restart at 0 for each sequence.
+
+    With ``use_cache=False`` and no attention mask, transformers reads the restarts as sequence
+    boundaries: FlashAttention's varlen kernels, SDPA and eager then keep the sequences apart
+    (a block-diagonal causal mask), so no position is padding (notebook 01 checks the logits).
+    """
+    return {"input_ids": torch.cat(seqs)[None],
+            "position_ids": torch.cat([torch.arange(len(s)) for s in seqs])[None]}
+
 
 def make_batch(loaded: Loaded, batch_size: int, seq_len: int, pad_fraction: float = 0.0,
                seed: int = 0) -> dict:

@@ -180,3 +180,28 @@ def test_peft_adapter_on_a_4bit_model_with_the_pinned_versions():
     cfg = loaded.model.config
     # LoRA on q_proj and v_proj by default: r * (in + out) per matrix
     assert trainable == cfg.num_hidden_layers * 2 * 8 * (cfg.hidden_size + cfg.hidden_size)
+
+
+def test_falcon_cannot_switch_attention_in_place_and_the_slot_reloads_it():
+    falcon = models.load("falcon-7b-tiny", dtype="fp32", attention="eager")
+    with pytest.raises(WorkbookError, match="cannot change its attention in place"):
+        falcon.switch_attention("sdpa")
+    assert falcon.model.config._attn_implementation == "eager" and falcon.request.attention == "eager"
+    slot = models.OneAtATime()
+    first = slot.get("falcon-7b-tiny", dtype="fp32", attention="eager")
+    second = slot.get("falcon-7b-tiny", dtype="fp32", attention="sdpa")
+    assert second.model.config._attn_implementation == "sdpa" and second.verification.ok
+    assert first.model is None, "the previous model was released"
+    llama = slot.get("llama-2-7b-tiny", dtype="fp32", attention="sdpa")
+    same = slot.get("llama-2-7b-tiny", dtype="fp32", attention="eager")
+    assert same is llama and llama.model.config._attn_implementation == "eager"  # switched in place
+
+
+def test_pack_and_pad_batches():
+    seqs = [torch.arange(4, 9), torch.arange(4, 6)]
+    padded = models.pad_batch(seqs, pad_id=0)
+    assert padded["input_ids"].tolist() == [[4, 5, 6, 7, 8], [0, 0, 0, 4, 5]]
+    assert padded["attention_mask"].sum().item() == 7
+    packed = models.pack_batch(seqs)
+    assert packed["input_ids"].tolist() == [[4, 5, 6, 7, 8, 4, 5]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1]]

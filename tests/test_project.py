@@ -79,4 +79,6 @@ def test_stored_outputs_come_from_a_gpu_run_without_errors(path):
     assert outputs, "store the outputs of a GPU run: ./workbook run-all --inplace on the GPU"
     assert not [o for o in outputs if o.output_type == "error"]
     report = "\n".join(o.get("data", {}).get("text/plain", "") for o in outputs)
-    assert "device.kind" in report and re.search(r"device\.kind\s+cuda", report), "stored outputs must be a GPU run's"
+    names = re.findall(r"device\.name\s+(.+)", report)
+    assert names, "every notebook starts with the environment report"
+    assert not any(n.strip().startswith("CPU") for n in names), f"stored outputs must be a GPU run's, not {names}"

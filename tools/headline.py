@@ -64,8 +64,37 @@ def peaks_line(card: str) -> str:
             f"{float(v['sol.peak_tflops']):.0f} TFLOP/s and {float(v['sol.bandwidth_gbs']):.0f} GB/s.")
 
 
+def flash_table(card: str) -> str:
+    """Notebook 01: speed-up over eager per model and batch size, and the attention memory saved."""
+    speed, meta = _read(card, "01_speedup")
+    memory, _ = _read(card, "01_memory")
+    flash = meta["flash"]
+    ok = speed[speed.status == "ok"]
+    wide = ok.pivot_table(index=["model", "batch_size"], columns="attention", values="latency_ms")
+    lines = [f"Notebook 01, forward pass at {int(speed.seq_len.iloc[0])} tokens (`{flash}`: {meta['flash_label']}). "
+             "Latency in ms; speed-up over eager; OOM/unsupported where a path did not run:", "",
+             f"| model | batch | eager | sdpa | {flash} | sdpa speed-up | {flash} speed-up |", "|---|---|---|---|---|---|---|"]
+    status = speed.set_index(["model", "batch_size", "attention"]).status
+    for model, batch in dict.fromkeys(zip(speed.model, speed.batch_size)):
+        row = wide.loc[(model, batch)] if (model, batch) in wide.index else pd.Series(dtype=float)
+
+        def cell(a):
+            return f"{row[a]:.0f}" if pd.notna(row.get(a)) else status.get((model, batch, a), "-")
+
+        def up(a):
+            return f"{row['eager'] / row[a]:.2f}x" if pd.notna(row.get(a)) and pd.notna(row.get("eager")) else "-"
+
+        lines.append(f"| {model} | {batch} | {cell('eager')} | {cell('sdpa')} | {cell(flash)} | {up('sdpa')} | {up(flash)} |")
+    mem = memory[memory.status == "ok"].pivot_table(index="seq_len", columns="attention", values="above_weights_gib")
+    saved = (mem["eager"] / mem[flash]).dropna()
+    lines += ["", f"Activation memory of one forward pass (batch 1), eager over `{flash}`: "
+              + ", ".join(f"{r:.1f}x at {s}" for s, r in saved.items())
+              + f"; eager ran out of memory from {int(memory[(memory.attention == 'eager') & (memory.status == 'OOM')].seq_len.min())} tokens."]
+    return "\n".join(lines)
+
+
 def headline(card: str = DEFAULT_CARD) -> str:
-    return peaks_line(card) + "\n\n" + forward_table(card) + "\n\n" + decode_table(card)
+    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card)])
 
 
 if __name__ == "__main__":

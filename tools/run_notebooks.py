@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--profile", help="force a hardware profile (cpu, small-gpu, large-gpu)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("--allow-errors", action="store_true", help="run every cell even after one fails (still exit 1)")
     args = ap.parse_args()
 
     if args.profile:
@@ -55,18 +56,29 @@ def main() -> int:
     failed = []
     for path in select(args.notebooks):
         nb = nbformat.read(path, as_version=4)
+        target = out_dir / path.name
         client = NotebookClient(nb, timeout=args.timeout, kernel_name=args.kernel,
-                                resources={"metadata": {"path": str(NOTEBOOKS)}}, record_timing=True)
+                                resources={"metadata": {"path": str(NOTEBOOKS)}}, record_timing=True,
+                                allow_errors=args.allow_errors)
+        # save after every cell: a run that is stopped keeps what it measured so far
+        client.on_cell_executed = lambda **_: nbformat.write(nb, target)
         t0 = time.perf_counter()
         status = "ok"
         try:
             client.execute()
         except CellExecutionError as e:
             status = "FAILED"
-            failed.append(path.name)
             print(str(e)[-3000:], file=sys.stderr)
-        nbformat.write(nb, out_dir / path.name)
-        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {out_dir / path.name}", flush=True)
+        errors = [c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "error" for o in c.get("outputs", []))]
+        if errors:
+            status = "FAILED"
+            for c in errors:
+                err = next(o for o in c.outputs if o.output_type == "error")
+                print(f"  error in cell {c.source.splitlines()[0][:70]!r}: {err.ename}: {err.evalue[:300]}", file=sys.stderr)
+        if status != "ok":
+            failed.append(path.name)
+        nbformat.write(nb, target)
+        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0

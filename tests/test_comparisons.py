@@ -1,0 +1,68 @@
+"""Helpers behind notebook 01: speed-up tables, agreement checks, padding against packing."""
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import environment, measure, models, tables
+
+
+def test_speedup_table_uses_only_measured_points():
+    df = pd.DataFrame([
+        {"b": 1, "attention": "eager", "latency_ms": 4.0, "status": "ok"},
+        {"b": 1, "attention": "sdpa", "latency_ms": 2.0, "status": "ok"},
+        {"b": 2, "attention": "eager", "latency_ms": 8.0, "status": "ok"},
+        {"b": 2, "attention": "sdpa", "latency_ms": float("nan"), "status": "OOM"},
+    ])
+    s = tables.speedup(df, "b")
+    assert s.loc[1, "sdpa speed-up"] == 2.0 and pd.isna(s.loc[2, "sdpa speed-up"])
+    r = tables.ratio(df, "b", "latency_ms", "eager", "sdpa")
+    assert r[1] == 2.0 and pd.isna(r[2])
+    assert tables.status_counts(df).to_dict() == {"ok": 3, "OOM": 1}
+
+
+def test_no_available_kernel_is_recorded_as_unsupported():
+    def refuse(p):
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    df = measure.sweep([{"i": 0}], refuse)
+    assert df.status[0] == "unsupported" and "No available kernel" in df.error[0]
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa-math", "sdpa-flash"])
+def test_kernel_agreement_with_float64(attention):
+    if environment.attention_problem(attention, torch.float32):
+        pytest.skip(f"{attention} does not run here")
+    fp32 = measure.kernel_agreement(attention, torch.float32, heads=2, seq_len=64, head_dim=32)
+    bf16 = measure.kernel_agreement(attention, torch.bfloat16, heads=2, seq_len=64, head_dim=32)
+    assert fp32["rel_l2_error_vs_float64"] < 1e-5
+    assert 1e-4 < bf16["rel_l2_error_vs_float64"] < 1e-2  # bf16 rounding is visible, and small
+
+
+def test_model_agreement_between_paths(tiny):
+    row = measure.agreement(tiny, "sdpa", seq_len=32, pad_fraction=0.25)
+    assert row["rel_l2_error"] < 1e-5 and tiny.request.attention == "sdpa"
+
+
+def test_packing_is_exact_and_concatenation_leaks(tiny):
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(4, 500, (n,), generator=g) for n in (24, 8, 16)]
+    df = measure.padding_vs_packing(tiny, seqs, warmup=0, reps=1).set_index("layout")
+    assert df.loc["padded", "positions"] == 72 and df.loc["packed", "positions"] == 48
+    assert df.loc["packed", "padding_share"] == 0
+    assert df.loc["packed", "rel_error_vs_alone"] < 1e-5 and df.loc["padded", "rel_error_vs_alone"] < 1e-5
+    assert df.loc["concatenated, no boundaries", "rel_error_vs_alone"] > 0.05
+
+
+def test_flash_path_names_what_runs():
+    name, label = environment.flash_path(torch.float32)
+    assert name in ("fa2", "sdpa-flash", "sdpa")
+    if not torch.cuda.is_available():
+        assert name == "sdpa-flash" and "not installed" in label and "CPU" in label
+
+
+def test_profiles_list_the_architectures_to_compare():
+    for name in environment.PROFILES:
+        p = environment.profile(name)
+        assert len(p.decoders) == 2 and p.memory_seq_lens == sorted(p.memory_seq_lens)
+        assert p.short_seq < p.long_seq and p.sweep_reps >= 3
