@@ -53,10 +53,8 @@ class FastpathEncoder(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        out = self.encoder(hidden, src_key_padding_mask=attention_mask == 0)
-        if out.is_nested:  # padding positions come back as zeros
-            out = out.to_padded_tensor(0.0, hidden.shape)
-        return out
+        # On the fast path the padded positions are never computed and come back as exact zeros.
+        return self.encoder(hidden, src_key_padding_mask=attention_mask == 0)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

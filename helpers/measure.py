@@ -194,6 +194,14 @@ def against_sol(row: dict, sol: environment.SpeedOfLight | None) -> dict:
 
 # --------------------------------------------------------------------------- model-level measurements
 
+def call_row(fn: Callable[[], object], *, real_tokens: int, device: torch.device | str | None = None,
+             warmup: int = 2, reps: int = 10, context=None) -> dict:
+    """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders)."""
+    timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
+    mem = peak_memory(fn, device=device, context=context)
+    return {**timing.summary("latency"), "tokens_per_s": real_tokens / (timing.median_ms / 1e3), **mem.summary()}
+
+
 def forward(loaded: models.Loaded, batch_size: int, seq_len: int, *, pad_fraction: float = 0.0,
             warmup: int = 2, reps: int = 10, sol: environment.SpeedOfLight | None = None) -> dict:
     """One forward pass (no KV cache) over a (batch_size, seq_len) batch: latency, memory, TFLOP/s.

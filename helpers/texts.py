@@ -58,3 +58,22 @@ PARAPHRASES = [
 def batch(n: int, start: int = 0) -> list[str]:
     """``n`` sentences, cycling through the list from ``start``."""
     return [SENTENCES[(start + i) % len(SENTENCES)] for i in range(n)]
+
+
+def encode(tokenizer, sentences: list[str], pad_share: float | None = None, device=None) -> dict:
+    """Tokenize a padded batch of ``sentences``.
+
+    ``pad_share=None`` pads to the longest sentence (the natural share of padding); a number pads
+    every row to one longer length so that about that share of all positions is padding.
+    Returns the batch (tensors on ``device``) with ``real_tokens`` and ``pad_share`` (the actual share).
+    """
+    import math
+
+    natural = tokenizer(sentences, padding=True, return_tensors="pt")
+    real = int(natural["attention_mask"].sum())
+    if pad_share is not None:
+        length = max(natural["input_ids"].shape[1], math.ceil(real / len(sentences) / (1 - pad_share)))
+        natural = tokenizer(sentences, padding="max_length", max_length=length, return_tensors="pt")
+    batch = {k: v.to(device) if device is not None else v for k, v in natural.items()}
+    mask = batch["attention_mask"]
+    return {"batch": batch, "real_tokens": real, "pad_share": 1 - real / mask.numel(), "seq_len": mask.shape[1]}

@@ -20,8 +20,8 @@ from .plots import LivePlot
 class ControlPanel:
     """Dropdowns (or checkboxes, for booleans) for ``controls``, a Run button, a status line, a plot.
 
-    ``run(params)`` returns a result row (dict) or yields rows one by one; each is added to
-    ``plot`` as it arrives and kept in ``self.rows``.
+    ``run(params)`` returns a result row (dict) or yields rows one by one; each, with the options
+    merged in, is added to ``plot`` as it arrives and kept in ``self.rows``.
     """
 
     def __init__(self, controls: dict[str, Sequence], run: Callable[[dict], dict | Iterable[dict]], *,
@@ -80,6 +80,7 @@ class ControlPanel:
         try:
             result = self.run(params)
             for row in [result] if isinstance(result, dict) else result:
+                row = {**params, **row}  # every row carries the options it was measured with
                 self.rows.append(row)
                 added += 1
                 if self.plot is not None:

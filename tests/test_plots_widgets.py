@@ -100,3 +100,9 @@ def test_panel_refuses_a_value_it_does_not_offer():
     panel = _panel(lambda p: {})
     with pytest.raises(traitlets.TraitError):
         panel.set(mode="z")
+
+
+def test_panel_rows_carry_the_options_they_were_measured_with():
+    panel = _panel(lambda p: {"latency_ms": 1.0})
+    panel.set(mode="b", batch_size=2).click()
+    assert panel.rows[-1] == {"mode": "b", "batch_size": 2, "pad": False, "latency_ms": 1.0}

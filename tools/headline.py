@@ -93,8 +93,20 @@ def flash_table(card: str) -> str:
     return "\n".join(lines)
 
 
+def sdpa_table(card: str) -> str:
+    """Notebook 02: the guide's OPT-350m, fp16, prefill and decode with each SDPA kernel pinned."""
+    df, meta = _read(card, "02_opt_generate")
+    g = df.iloc[0]
+    lines = [f"Notebook 02, {meta['model']} in fp16, {g.prompt_len}-token prompt, {g.new_tokens} new tokens, batch 1:", "",
+             "| attention | prefill ms | decode tokens/s |", "|---|---|---|"]
+    for r in df.itertuples():
+        lines.append(f"| {r.attention} | {r.prefill_ms:.1f} | {r.decode_tok_s:.0f} |" if r.status == "ok"
+                     else f"| {r.attention} | {r.status} | {r.status} |")
+    return "\n".join(lines)
+
+
 def headline(card: str = DEFAULT_CARD) -> str:
-    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card)])
+    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card)])
 
 
 if __name__ == "__main__":

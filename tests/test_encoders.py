@@ -1,0 +1,66 @@
+"""Helpers behind notebook 02: real sentences, padded batches, the encoder fast path."""
+
+import pytest
+import torch
+
+from helpers import fastpath, measure, models, texts
+from helpers.errors import WorkbookError
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return models.load("minilm-l6", dtype="fp32", attention="sdpa")
+
+
+@pytest.mark.parametrize("share", [None, 0.6, 0.9])
+def test_encode_reaches_the_padding_share(encoder, share):
+    e = texts.encode(encoder.tokenizer, texts.batch(16), share)
+    assert e["real_tokens"] == int(e["batch"]["attention_mask"].sum())
+    if share is None:
+        assert e["seq_len"] == max(len(encoder.tokenizer(s)["input_ids"]) for s in texts.batch(16))
+    else:
+        assert e["pad_share"] == pytest.approx(share, abs=0.02)
+
+
+def test_fastpath_encoder_matches_transformers(encoder):
+    fast = fastpath.FastpathEncoder(encoder.model)
+    e = texts.encode(encoder.tokenizer, texts.SENTENCES, 0.75)
+    with torch.inference_mode():
+        ref = fastpath.mean_pool(encoder.model(**e["batch"]).last_hidden_state, e["batch"]["attention_mask"])
+        got = fastpath.mean_pool(fast(**e["batch"]), e["batch"]["attention_mask"])
+    assert (ref * got).sum(-1).min() > 0.99999
+
+
+def test_fastpath_really_skips_padding(encoder):
+    fast = fastpath.FastpathEncoder(encoder.model)
+    e = texts.encode(encoder.tokenizer, texts.batch(32), 0.9)
+    pad = e["batch"]["attention_mask"] == 0
+    with torch.inference_mode():
+        skipped = fast(**e["batch"])
+    computed = fast(**e["batch"])  # with autograd on, PyTorch takes the ordinary path
+    assert (skipped[pad] == 0).all(), "the nested-tensor fast path never computes padded positions"
+    assert (computed[pad] != 0).any(), "the ordinary path computes them (and masks them)"
+
+
+def test_fastpath_refuses_other_encoders(encoder):
+    encoder.model.config.hidden_act = "relu"
+    try:
+        with pytest.raises(WorkbookError, match="GELU"):
+            fastpath.to_fastpath_encoder(encoder.model)
+    finally:
+        encoder.model.config.hidden_act = "gelu"
+
+
+def test_paraphrases_are_closer_than_unrelated_pairs(encoder):
+    a = texts.encode(encoder.tokenizer, [p[0] for p in texts.PARAPHRASES])["batch"]
+    b = texts.encode(encoder.tokenizer, [p[1] for p in texts.PARAPHRASES])["batch"]
+    with torch.inference_mode():
+        ea = fastpath.mean_pool(encoder.model(**a).last_hidden_state, a["attention_mask"])
+        eb = fastpath.mean_pool(encoder.model(**b).last_hidden_state, b["attention_mask"])
+    same, other = (ea * eb).sum(-1), (ea * eb.roll(1, 0)).sum(-1)
+    assert (same > other).all() and same.mean() > 0.6
+
+
+def test_call_row_counts_real_tokens():
+    row = measure.call_row(lambda: torch.ones(100).sum(), real_tokens=500, device="cpu", warmup=1, reps=3)
+    assert row["reps"] == 3 and row["tokens_per_s"] == pytest.approx(500 / (row["latency_ms"] / 1e3))
