@@ -152,10 +152,18 @@ def to_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_SUPPORT_FLAGS = {"eager": None, "sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}
+
+
+def supports(model_class, variant) -> bool:
+    """Whether transformers' code for ``model_class`` has the attention implementation of ``variant``
+    (the flash-attn packages share one flag)."""
+    flag = _SUPPORT_FLAGS.get(variant.implementation, "_supports_flash_attn")
+    return flag is None or bool(getattr(model_class, flag, False))
+
+
 def model_class(cfg):
     """The causal-LM class transformers builds for ``cfg``."""
-    from transformers import AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    del AutoModelForCausalLM
     return MODEL_FOR_CAUSAL_LM_MAPPING[type(cfg)]

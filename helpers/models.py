@@ -157,15 +157,10 @@ def check_request(req: Request, cfg=None, model_class=None) -> None:
     if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise WorkbookError(f"{environment.device_info().name} has no bf16 support.",
                             "Use dtype='fp16' (the profile picks it for you on such cards).")
-    if model_class is not None:
-        flag = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}.get(
-            v.implementation, "_supports_flash_attn" if v.package else None)
-        if flag and not getattr(model_class, flag, False):
-            ok = [n for n, a in variants.ATTENTION.items() if a.implementation == "eager"
-                  or getattr(model_class, {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}
-                             .get(a.implementation, "_supports_flash_attn"), False)]
-            raise WorkbookError(f"{model_class.__name__} has no {v.implementation} attention in transformers.",
-                                f"Use attention={ok[0]!r}" + (f" (this architecture supports {ok})" if len(ok) > 1 else "") + ".")
+    if model_class is not None and not catalog.supports(model_class, v):
+        ok = [n for n, a in variants.ATTENTION.items() if catalog.supports(model_class, a)]
+        raise WorkbookError(f"{model_class.__name__} has no {v.implementation} attention in transformers.",
+                            f"Use attention={ok[0]!r}" + (f" (this architecture supports {ok})" if len(ok) > 1 else "") + ".")
     compute = variants.dtype_of(req.compute_dtype) if req.compute_dtype else dtype
     attn_dtype = compute if req.quant in ("fp4", "nf4") else dtype
     problem = environment.attention_problem(req.attention, attn_dtype, dev, _head_dim(cfg) if cfg else 64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -49,27 +50,42 @@ class LivePlot:
         return " / ".join(str(row.get(c)) for c in cols)
 
     def figure(self) -> go.Figure:
-        """The current state as a plain ``go.Figure`` (one trace per label, failures as crosses)."""
+        """The current state as a plain ``go.Figure``: one line per label (bars when ``x`` is a name,
+        e.g. an attention path), and a red cross per x where some point was not measured."""
         fig = go.Figure()
         ok = [r for r in self.rows if r.get("status", "ok") == "ok" and _finite(r.get(self.y))]
         bad = [r for r in self.rows if r.get("status", "ok") != "ok"]
-        labels = list(dict.fromkeys(self._label(r) for r in self.rows))
-        for label in labels:
-            pts = sorted((r for r in ok if self._label(r) == label), key=lambda r: r[self.x])
-            if pts:
+        categorical = any(isinstance(r.get(self.x), str) for r in self.rows)
+        for label in dict.fromkeys(self._label(r) for r in self.rows):
+            pts = [r for r in ok if self._label(r) == label]
+            if not pts:
+                continue
+            if categorical:
+                fig.add_trace(go.Bar(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts], name=label,
+                                     text=[f"{r[self.y]:.3g}" for r in pts], textposition="outside"))
+            else:
+                pts.sort(key=lambda r: r[self.x])
                 fig.add_trace(go.Scatter(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts],
                                          mode="lines+markers", name=label))
         if bad:
-            floor = min((r[self.y] for r in ok), default=0) if not self.log_y else min((r[self.y] for r in ok), default=1)
+            ys = [r[self.y] for r in ok]
+            floor = (min(ys) * 0.8 if ys else 1) if self.log_y else 0
+            by_x: dict = {}
+            for r in bad:
+                by_x.setdefault(r[self.x], []).append(r)
             fig.add_trace(go.Scatter(
-                x=[r[self.x] for r in bad], y=[floor] * len(bad), mode="markers+text", name="not measured",
-                marker=dict(symbol="x", size=12, color="crimson"),
-                text=[f"{r.get('status')}: {self._label(r)}" for r in bad], textposition="top center",
-                hovertext=[str(r.get("error", ""))[:200] for r in bad]))
+                x=list(by_x), y=[floor] * len(by_x), mode="markers+text", name="not measured",
+                marker=dict(symbol="x", size=12, color="crimson"), textposition="top center",
+                text=[" / ".join(f"{n} {st}" for st, n in Counter(r.get("status") for r in rs).items()) for rs in by_x.values()],
+                hovertext=["<br>".join(f"{self._label(r)}: {str(r.get('error', ''))[:90]}" for r in rs) for rs in by_x.values()]))
         if self.ceiling:
             fig.add_hline(y=self.ceiling[0], line_dash="dash", annotation_text=self.ceiling[1])
         fig.update_layout(title=self.title or f"{self.y} vs {self.x}", xaxis_title=self.x, yaxis_title=self.y,
-                          height=self.height, template="plotly_white", legend_title_text=_legend(self.color))
+                          height=self.height, template="plotly_white", legend_title_text=_legend(self.color),
+                          barmode="group")
+        if categorical:
+            fig.update_xaxes(type="category", categoryorder="array",
+                             categoryarray=list(dict.fromkeys(r[self.x] for r in self.rows)))
         if self.log_x:
             fig.update_xaxes(type="log")
         if self.log_y:
@@ -79,6 +95,10 @@ class LivePlot:
     def point_count(self) -> int:
         """Points drawn (measured ones), for tests and assertions."""
         return sum(len(t.x) for t in self.figure().data if t.name != "not measured")
+
+    def failure_count(self) -> int:
+        """Rows that were not measured (OOM, unsupported, error)."""
+        return sum(1 for r in self.rows if r.get("status", "ok") != "ok")
 
     # ---- display
     def show(self) -> "LivePlot":

@@ -23,10 +23,23 @@ def test_failed_points_are_drawn_not_dropped():
     p.add({"batch_size": 8, "latency_ms": float("nan"), "attention": "eager", "weights": "bf16",
            "status": "OOM", "error": "CUDA out of memory"})
     fig = p.figure()
+    p.add({"batch_size": 8, "latency_ms": float("nan"), "attention": "sdpa", "weights": "bf16",
+           "status": "unsupported", "error": "No available kernel"})
+    fig = p.figure()
     crosses = [t for t in fig.data if t.name == "not measured"]
-    assert len(crosses) == 1 and list(crosses[0].x) == [8] and "OOM" in crosses[0].text[0]
-    assert p.point_count() == 1
+    assert len(crosses) == 1 and list(crosses[0].x) == [8], "one cross per x, however many failed there"
+    assert crosses[0].text[0] == "1 OOM / 1 unsupported" and "No available kernel" in crosses[0].hovertext[0]
+    assert p.point_count() == 1 and p.failure_count() == 2
     assert fig.layout.shapes, "the ceiling line is drawn"
+
+
+def test_named_x_values_become_bars_in_arrival_order():
+    p = plots.LivePlot("attention", "tflops")
+    for a, v in [("eager", 1.0), ("sdpa", 3.0), ("flex", 2.0)]:
+        p.add({"attention": a, "tflops": v})
+    fig = p.figure()
+    assert fig.data[0].type == "bar" and list(fig.data[0].x) == ["eager", "sdpa", "flex"]
+    assert list(fig.layout.xaxis.categoryarray) == ["eager", "sdpa", "flex"]
 
 
 def test_mime_bundle_has_lab_and_html_forms():
