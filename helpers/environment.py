@@ -85,6 +85,18 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def dtype_choices(dev: torch.device | None = None) -> list[str]:
+    """Floating-point dtypes worth offering here, the profile's default first (for control panels).
+
+    A GPU offers bf16 (when it has it), fp16 and fp32; a CPU offers fp32 and bf16 (fp16 matmuls on a
+    CPU are slow enough to mislead). fp32 stays on offer so a reader can see flash kernels refuse it.
+    """
+    dev = dev or device()
+    if dev.type == "cuda":
+        return (["bf16"] if torch.cuda.is_bf16_supported() else []) + ["fp16", "fp32"]
+    return ["fp32", "bf16"]
+
+
 # --------------------------------------------------------------------------- attention probes
 
 def _probe_dtype(dev: torch.device) -> torch.dtype:

@@ -20,6 +20,9 @@ from .plots import LivePlot
 class ControlPanel:
     """Dropdowns (or checkboxes, for booleans) for ``controls``, a Run button, a status line, a plot.
 
+    Options are values, or ``(label, value)`` pairs where a value needs a readable name
+    (``("natural", None)``).
+
     ``run(params)`` returns a result row (dict) or yields rows one by one; each, with the options
     merged in, is added to ``plot`` as it arrives and kept in ``self.rows``.
     """
@@ -32,14 +35,17 @@ class ControlPanel:
         self.rows: list[dict] = []
         self.errors: list[str] = []
         self.controls: dict[str, W.ValueWidget] = {}
+        self.choices: dict[str, list] = {}
         for name, options in controls.items():
-            options = list(options)
-            value = defaults.get(name, options[0])
-            if set(options) <= {True, False}:
+            pairs = [o if isinstance(o, tuple) else (str(o), o) for o in options]
+            values = [v for _, v in pairs]
+            value = defaults.get(name, values[0])
+            self.choices[name] = values
+            if set(map(type, values)) == {bool}:
                 w = W.Checkbox(value=bool(value), description=name, indent=False)
-            else:
-                w = W.Dropdown(options=options, value=value, description=name,
-                               style={"description_width": "initial"}, layout=W.Layout(width="auto"))
+            else:  # the widget holds positions, so any value (None included) can be offered
+                w = W.Dropdown(options=[(label, i) for i, (label, _) in enumerate(pairs)], value=self._index(name, value),
+                               description=name, style={"description_width": "initial"}, layout=W.Layout(width="auto"))
             self.controls[name] = w
         self.button = W.Button(description="Run", button_style="primary", icon="play")
         self.status = W.HTML(value="<i>Choose options and press Run.</i>")
@@ -53,12 +59,20 @@ class ControlPanel:
 
     def values(self) -> dict:
         """The options as currently set."""
-        return {name: w.value for name, w in self.controls.items()}
+        return {name: w.value if isinstance(w, W.Checkbox) else self.choices[name][w.value]
+                for name, w in self.controls.items()}
+
+    def _index(self, name: str, value) -> int:
+        for i, v in enumerate(self.choices[name]):
+            if v is value or (type(v) is type(value) and v == value):
+                return i
+        raise ValueError(f"{name}={value!r} is not offered; choose one of {self.choices[name]}")
 
     def set(self, **values) -> "ControlPanel":
         """Set options as a person would pick them (raises for a value the control does not offer)."""
         for name, v in values.items():
-            self.controls[name].value = v
+            w = self.controls[name]
+            w.value = v if isinstance(w, W.Checkbox) else self._index(name, v)
         return self
 
     def click(self) -> None:

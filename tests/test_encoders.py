@@ -64,3 +64,20 @@ def test_paraphrases_are_closer_than_unrelated_pairs(encoder):
 def test_call_row_counts_real_tokens():
     row = measure.call_row(lambda: torch.ones(100).sum(), real_tokens=500, device="cpu", warmup=1, reps=3)
     assert row["reps"] == 3 and row["tokens_per_s"] == pytest.approx(500 / (row["latency_ms"] / 1e3))
+
+
+@pytest.mark.parametrize("n,seq_len,share", [(8, 128, None), (8, 128, 0.5), (32, 256, 0.9), (1, 64, None)])
+def test_fixed_length_batches_have_the_asked_shape_and_padding(encoder, n, seq_len, share):
+    e = texts.encode(encoder.tokenizer, texts.batch(n), share, seq_len=seq_len)
+    ids, mask = e["batch"]["input_ids"], e["batch"]["attention_mask"]
+    assert ids.shape == (n, seq_len) and e["seq_len"] == seq_len
+    assert mask[0].all(), "the first row is one full-length document"
+    assert e["pad_share"] == pytest.approx(share or 0.0, abs=0.02)
+    real = mask.sum(1)
+    assert (ids[torch.arange(n), real - 1] == encoder.tokenizer.sep_token_id).all()
+    assert (ids[:, 0] == encoder.tokenizer.cls_token_id).all()
+
+
+def test_fixed_length_refuses_an_impossible_share(encoder):
+    with pytest.raises(ValueError, match="pad_share"):
+        texts.encode_to_length(encoder.tokenizer, 4, 64, 1.0)

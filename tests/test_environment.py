@@ -83,3 +83,11 @@ def test_profile_from_hardware_and_override(monkeypatch):
 def test_card_slug():
     info = environment.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 1, 79.2, "9.0", True, "x86_64", 16)
     assert environment.card_slug(info) == "nvidia-h100-80gb-hbm3"
+
+
+def test_dtype_choices_start_with_the_profile_default():
+    from helpers import environment
+
+    choices = environment.dtype_choices()
+    assert choices[0] == environment.profile().dtype
+    assert "fp32" in choices and len(set(choices)) == len(choices)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-import traitlets
 
 from helpers import measure, plots, widgets
 from helpers.errors import WorkbookError
@@ -111,7 +110,7 @@ def test_panel_reports_rows_that_failed_in_a_sweep():
 
 def test_panel_refuses_a_value_it_does_not_offer():
     panel = _panel(lambda p: {})
-    with pytest.raises(traitlets.TraitError):
+    with pytest.raises(ValueError, match="not offered"):
         panel.set(mode="z")
 
 
@@ -119,3 +118,13 @@ def test_panel_rows_carry_the_options_they_were_measured_with():
     panel = _panel(lambda p: {"latency_ms": 1.0})
     panel.set(mode="b", batch_size=2).click()
     assert panel.rows[-1] == {"mode": "b", "batch_size": 2, "pad": False, "latency_ms": 1.0}
+
+
+def test_panel_options_can_carry_labels():
+    panel = widgets.ControlPanel({"pad": [("natural", None), ("75%", 0.75)], "n": [1, 2]}, lambda p: {"latency_ms": 1.0})
+    assert panel.values() == {"pad": None, "n": 1}
+    assert panel.controls["pad"].label == "natural" and panel.controls["n"].label == "1"
+    panel.set(pad=0.75).click()
+    assert panel.rows[-1]["pad"] == 0.75 and panel.controls["pad"].label == "75%"
+    panel.set(pad=None)
+    assert panel.values()["pad"] is None

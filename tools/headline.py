@@ -1,6 +1,7 @@
 """Print the README's headline tables from the saved results of one card.
 
-    python tools/headline.py [card]     (default: nvidia-h100-80gb-hbm3)
+    python tools/headline.py [card]           print them (default card: nvidia-h100-80gb-hbm3)
+    python tools/headline.py --write [card]   and replace them in README.md
 
 The README's tables are this script's output, pasted between markers; tests/test_project.py checks
 that they still match the files in results/, so no number in the README is typed by hand.
@@ -109,5 +110,17 @@ def headline(card: str = DEFAULT_CARD) -> str:
     return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card)])
 
 
+def write_readme(text: str) -> None:
+    """Replace what stands between the README's headline markers with ``text``."""
+    readme = ROOT / "README.md"
+    start, end = "<!-- headline:start -->\n", "<!-- headline:end -->"
+    old = readme.read_text()
+    head, rest = old.split(start, 1)
+    readme.write_text(head + start + text + "\n" + end + rest.split(end, 1)[1])
+
+
 if __name__ == "__main__":
-    print(headline(*sys.argv[1:2]))
+    args = sys.argv[1:]
+    write = "--write" in args
+    text = headline(*[a for a in args if a != "--write"][:1])
+    write_readme(text) if write else print(text)
