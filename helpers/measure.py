@@ -138,7 +138,7 @@ def peak_memory(fn: Callable[[], object], *, device: torch.device | str | None =
 def _dims(cfg) -> tuple[int, int, int, int]:
     layers = cfg.num_hidden_layers
     heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or cfg.hidden_size // heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or (1 if getattr(cfg, "multi_query", False) else heads)
     return layers, heads, head_dim, kv_heads
 
@@ -170,6 +170,17 @@ def forward_flops(model, batch_size: int, seq_len: int, causal: bool = True) -> 
 def weight_bytes(model) -> int:
     """Bytes of parameters and buffers as stored (quantized weights at their packed size)."""
     return int(model.get_memory_footprint())
+
+
+def decode_step_bytes(model) -> int:
+    """Weight bytes one decode step reads: all of a decoder-only model; for an encoder-decoder, the
+    decoder and output head only (the encoder ran once, at prefill)."""
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return weight_bytes(model)
+    enc = model.get_encoder()
+    shared = {id(p) for p in model.get_decoder().parameters()} | {id(p) for p in model.get_output_embeddings().parameters()}
+    enc_bytes = sum(p.numel() * p.element_size() for p in enc.parameters() if id(p) not in shared)
+    return weight_bytes(model) - enc_bytes
 
 
 def kv_cache_bytes(model, batch_size: int, seq_len: int) -> int:
@@ -249,14 +260,15 @@ def generate(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens
 
     dev = loaded.device
     out = gen(new_tokens)()
-    assert out.shape[1] == prompt_len + new_tokens, "generate did not make exactly new_tokens tokens"
+    made = out.shape[1] - (1 if loaded.model.config.is_encoder_decoder else prompt_len)  # seq2seq: start token first
+    assert made == new_tokens, f"generate made {made} tokens, not {new_tokens}"
     prefill = time_callable(gen(1), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     full = time_callable(gen(new_tokens), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     mem = peak_memory(gen(new_tokens), device=dev, context=loaded.context)
     decode_s = max(full.median_ms - prefill.median_ms, 1e-9) / 1e3
     steps = new_tokens - 1
     avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
-    bytes_per_step = weight_bytes(loaded.model) + avg_kv
+    bytes_per_step = decode_step_bytes(loaded.model) + avg_kv
     row = {**loaded.describe(), "device": environment.device_info().name, "batch_size": batch_size,
            "prompt_len": prompt_len, "new_tokens": new_tokens, "pad_fraction": pad_fraction,
            **{k: v for k, v in prefill.summary("prefill").items() if k != "reps"},

@@ -76,10 +76,8 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     Weights are drawn by the architecture's own initializer (as before training) in bf16, on the
     GPU when there is one (seconds for 7B) and saved as safetensors with the tokenizer.
     """
-    from transformers import AutoModelForCausalLM
-
     entry = catalog.entry(name)
-    if entry.kind != "decoder":
+    if entry.kind == "encoder":
         raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
     folder = cache_dir() / name
     if (folder / MARKER).exists() and not force:
@@ -91,7 +89,7 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     dev = environment.device()
     t0 = time.perf_counter()
     with torch.device(dev):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model = catalog.auto_class(cfg).from_config(cfg, dtype=torch.bfloat16)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -339,7 +337,7 @@ def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant:
     ``compute_dtype`` refine 4-bit. ``device_map``/``max_memory`` go to accelerate as they are.
     strict: raise if verification finds an option not in effect (otherwise it is reported).
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     dtype = dtype or environment.profile().dtype
     req = Request(name, dtype, attention, quant, double_quant, compute_dtype, device_map, max_memory)
@@ -349,7 +347,7 @@ def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant:
     except OSError as e:
         raise WorkbookError(f"Could not read a model config for {name!r} ({str(e).splitlines()[0]}).",
                             "Check the name, or use a catalog name: this machine may have no hub access.") from e
-    auto = AutoModel if source == "encoder" else AutoModelForCausalLM
+    auto = AutoModel if source == "encoder" else catalog.auto_class(cfg)
     model_class = catalog.model_class(cfg) if source != "encoder" else None
     check_request(req, cfg, model_class)
     dev = environment.device()

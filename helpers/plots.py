@@ -146,12 +146,13 @@ def _legend(color) -> str:
     return color if isinstance(color, str) else " / ".join(color)
 
 
-def bars(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", **kw) -> go.Figure:
-    """A grouped bar chart of a results table (e.g. speed-up per batch size)."""
+def bars(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", barmode: str = "group",
+         **kw) -> go.Figure:
+    """A grouped (or, with ``barmode="stack"``, stacked) bar chart of a results table."""
     fig = go.Figure()
     groups = [(None, df)] if color is None else list(df.groupby(color, sort=False))
     for label, part in groups:
         fig.add_trace(go.Bar(x=part[x].astype(str), y=part[y], name=str(label) if label is not None else y,
                              text=[f"{v:.2f}" for v in part[y]], textposition="outside"))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, barmode="group", template="plotly_white", **kw)
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, barmode=barmode, template="plotly_white", **kw)
     return fig

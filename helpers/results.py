@@ -24,9 +24,10 @@ def results_dir() -> Path:
     return Path(os.environ.get("WORKBOOK_RESULTS") or ROOT / "results")
 
 
-def path_for(name: str, card: str | None = None) -> Path:
-    """``results/<card>/<name>.csv``; ``card`` defaults to this machine's (``cpu``, ``nvidia-h100-80gb-hbm3``)."""
-    return results_dir() / (card or environment.card_slug()) / f"{name}.csv"
+def path_for(name: str, card: str | None = None, shipped: bool = False) -> Path:
+    """``results/<card>/<name>.csv``; ``card`` defaults to this machine's (``cpu``, ``nvidia-h100-80gb-hbm3``).
+    ``shipped=True``: the repository's own ``results/`` (what the workbook ships), whatever ``$WORKBOOK_RESULTS`` says."""
+    return (ROOT / "results" if shipped else results_dir()) / (card or environment.card_slug()) / f"{name}.csv"
 
 
 def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None = None) -> Path:
@@ -41,9 +42,9 @@ def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None
     return path
 
 
-def load(name: str, card: str | None = None) -> pd.DataFrame:
-    """Read a saved table back (``card=None``: this machine's)."""
-    path = path_for(name, card)
+def load(name: str, card: str | None = None, shipped: bool = False) -> pd.DataFrame:
+    """Read a saved table back (``card=None``: this machine's; ``shipped``: see ``path_for``)."""
+    path = path_for(name, card, shipped)
     if not path.exists():
         have = sorted(p.relative_to(results_dir()).as_posix() for p in results_dir().glob("*/*.csv"))
         from .errors import WorkbookError
@@ -52,9 +53,9 @@ def load(name: str, card: str | None = None) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def meta(name: str, card: str | None = None) -> dict:
+def meta(name: str, card: str | None = None, shipped: bool = False) -> dict:
     """The metadata saved with a table."""
-    return json.loads(path_for(name, card).with_suffix(".json").read_text())
+    return json.loads(path_for(name, card, shipped).with_suffix(".json").read_text())
 
 
 def append_row(path, row: dict) -> None:

@@ -106,8 +106,43 @@ def sdpa_table(card: str) -> str:
     return "\n".join(lines)
 
 
+def quant_table(card: str) -> str:
+    """Notebooks 03 and 04: sizes of the 7B architecture, decode speed against bf16, the Colab demos."""
+    sizes, meta = _read(card, "03_sizes")
+    speed, smeta = _read(card, "03_speed")
+    int8, imeta = _read(card, "04_speed")
+    colab, cmeta = _read(card, "04_colab")
+    lines = [f"Notebooks 03-04, {meta['model']}: size by format (transformers' footprint leaves out the 4-bit "
+             "scales; the next column counts them):", "",
+             "| weights | footprint GiB | with 4-bit scales GiB | x smaller than fp32 (with scales) | bits per quantized weight |",
+             "|---|---|---|---|---|"]
+    for r in sizes.itertuples():
+        bits = "-" if pd.isna(r.bits_per_quantized_weight) else f"{r.bits_per_quantized_weight:.3f}"
+        lines.append(f"| {r.weights} | {r.footprint_gib:.2f} | {r.breakdown_gib:.2f} | "
+                     f"{sizes.breakdown_gib[0] / r.breakdown_gib:.2f}x | {bits} |")
+    both = pd.concat([speed, int8[int8.weights == "int8"]])
+    wide = both[both.status == "ok"].pivot_table(index="batch_size", columns="weights", values="decode_tok_s")
+    cols = [c for c in ("bf16", "int8", "nf4", "fp4") if c in wide]
+    lines += ["", f"Decode tokens/s ({smeta['prompt']}-token prompt, `generate`, dynamic cache; int8 from notebook 04 "
+              f"with {imeta['new_tokens']} new tokens, the others {smeta['new_tokens']}):", "",
+              "| batch | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for b, r in wide.iterrows():
+        lines.append(f"| {b} | " + " | ".join("-" if pd.isna(r.get(c)) else f"{r[c]:.1f}" for c in cols) + " |")
+    lines += ["", f"The guide's Colab demos under a {cmeta['budget_gib']:.0f} GiB budget (notebook 04):", "",
+              "| model | weights | GiB | on the GPU | decode tokens/s |", "|---|---|---|---|---|"]
+    for r in colab.fillna({"quant": "fp32"}).itertuples():
+        if r.status != "ok":
+            lines.append(f"| {r.model} | {r.quant} | - | does not fit: loading refuses | - |")
+            continue
+        placed = colab.loc[r.Index].filter(like="gib_")
+        gpu = placed.filter(like="cuda").sum() / placed.sum()
+        lines.append(f"| {r.model} | {r.quant} | {r.weights_gib:.1f} | {gpu:.0%} | {r.decode_tok_s:.2f} |")
+    return "\n".join(lines)
+
+
 def headline(card: str = DEFAULT_CARD) -> str:
-    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card)])
+    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card),
+                        quant_table(card)])
 
 
 def write_readme(text: str) -> None:
