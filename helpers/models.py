@@ -415,10 +415,21 @@ def free_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+class _Unloaded:
+    """Stands in for a model after ``unload``: any use says so, with the fix, instead of a bare AttributeError."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        raise WorkbookError(f"{self._name!r} was unloaded (models.unload) to free memory.",
+                            "Load it again with models.load, or keep it in a models.OneAtATime slot that reloads it.")
+
+
 def unload(loaded: Loaded | None) -> None:
-    """Drop a loaded model and free its memory."""
+    """Drop a loaded model and free its memory; using it afterwards raises a ``WorkbookError``."""
     if loaded is not None:
-        loaded.model = None
+        loaded.model = _Unloaded(loaded.request.model)
     free_memory()
 
 

@@ -193,7 +193,7 @@ def test_falcon_cannot_switch_attention_in_place_and_the_slot_reloads_it():
     first = slot.get("falcon-7b-tiny", dtype="fp32", attention="eager")
     second = slot.get("falcon-7b-tiny", dtype="fp32", attention="sdpa")
     assert second.model.config._attn_implementation == "sdpa" and second.verification.ok
-    assert first.model is None, "the previous model was released"
+    assert isinstance(first.model, models._Unloaded), "the previous model was released"
     llama = slot.get("llama-2-7b-tiny", dtype="fp32", attention="sdpa")
     same = slot.get("llama-2-7b-tiny", dtype="fp32", attention="eager")
     assert same is llama and llama.model.config._attn_implementation == "eager"  # switched in place
@@ -207,3 +207,11 @@ def test_pack_and_pad_batches():
     packed = models.pack_batch(seqs)
     assert packed["input_ids"].tolist() == [[4, 5, 6, 7, 8, 4, 5]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1]]
+
+
+def test_an_unloaded_model_says_so_with_the_fix():
+    loaded = models.load("llama-2-7b-tiny", dtype="fp32")
+    models.unload(loaded)
+    with pytest.raises(WorkbookError, match="unloaded") as err:
+        loaded.model.config
+    assert "OneAtATime" in err.value.fix

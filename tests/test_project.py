@@ -82,3 +82,17 @@ def test_stored_outputs_come_from_a_gpu_run_without_errors(path):
     names = re.findall(r"device\.name\s+(.+)", report)
     assert names, "every notebook starts with the environment report"
     assert not any(n.strip().startswith("CPU") for n in names), f"stored outputs must be a GPU run's, not {names}"
+
+
+def test_readme_shows_a_screenshot_the_browser_tests_take():
+    import re
+
+    shots = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", (ROOT / "README.md").read_text())
+    assert shots, "the README shows a screenshot"
+    for shot in shots:
+        data = (ROOT / shot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert (width, height) == (1500, 1000), "the size of the browser tests' viewport"
+    browser_tests = (ROOT / "tests" / "browser" / "test_jupyterlab.py").read_text()
+    assert "viewport={\"width\": 1500, \"height\": 1000}" in browser_tests and "screenshot(" in browser_tests

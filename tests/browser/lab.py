@@ -1,0 +1,166 @@
+"""A real JupyterLab on localhost, driven by headless Chromium through Playwright (issue: used as people use it).
+
+``JupyterLab`` starts the server on a copy of the workbook (notebooks, helpers, shipped results) so that
+autosave never touches the repository. ``LabPage`` does what a person does: open a notebook, Run > Run All
+Cells, wait, save; pick options in a control panel and press its Run button.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def system_browser() -> str:
+    """The system's Chromium (Playwright's own browser download is not used)."""
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("No Chromium found for the browser tests. Fix: install Debian's package "
+                       "(`apt-get install chromium`; .ci/run does this), or set WORKBOOK_BROWSER_TESTS=0 to skip them.")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterLab:
+    """``with JupyterLab(tmp) as lab:`` a server on ``lab.url`` serving a copy of the workbook in ``lab.root``."""
+
+    def __init__(self, workdir: Path):
+        self.root = workdir / "workbook"
+        for part in ("notebooks", "helpers", "results"):
+            shutil.copytree(ROOT / part, self.root / part, ignore=shutil.ignore_patterns("cpu", "__pycache__"))
+        settings = workdir / "lab-settings"
+        for plugin, values in {"@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+                               "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
+                                                                              "checkForUpdates": False}}.items():
+            path = settings / f"{plugin}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        self.token, self.port = secrets.token_hex(16), _free_port()
+        self.env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "WORKBOOK_PROFILE": "cpu",
+                    "JUPYTERLAB_WORKSPACES_DIR": str(workdir / "workspaces")}
+        self.log = workdir / "lab.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "JupyterLab":
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}", "--allow-root"]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"JupyterLab did not start in 90 s: {self.log.read_text()[-2000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# JavaScript run in the page.
+_ALL_RAN = """() => {
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+  if (!cells.length) return false;
+  const prompts = cells.map(c => (c.querySelector('.jp-InputPrompt') || {}).textContent || '');
+  if (prompts.some(p => p.includes('*'))) return false;
+  const busy = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="busy"]');
+  return !busy && prompts.every(p => /\\[\\d+\\]/.test(p)) ? 'done' : (prompts.some(p => /\\[\\d+\\]/.test(p)) && !busy ? 'stopped' : false);
+}"""
+
+_POINTS = """el => (el.data || []).reduce((n, t) => n + ((t.x || []).length), 0)"""
+
+
+class LabPage:
+    """One notebook open in the page, driven like a person would."""
+
+    def __init__(self, page, lab: JupyterLab, notebook: str):
+        self.page, self.lab, self.notebook = page, lab, notebook
+
+    def open(self) -> "LabPage":
+        self.page.goto(f"{self.lab.url}/lab/tree/notebooks/{self.notebook}?reset&token={self.lab.token}")
+        self.page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+        self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+        return self
+
+    def run_all(self, timeout_s: float = 600) -> str:
+        """Edit > Clear Outputs of All Cells, then Run > Run All Cells; wait until every cell ran ('done') or
+        the run stopped at an error ('stopped')."""
+        self.page.locator("div.lm-MenuBar-itemLabel", has_text="Edit").first.click()
+        self.page.locator("li[data-command='editmenu:clear-all']").click()
+        self.page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\d/.test(p.textContent))",
+                                    timeout=30_000)
+        self.page.locator("div.lm-MenuBar-itemLabel", has_text="Run").first.click()
+        self.page.locator("li[data-command='runmenu:run-all']").click()
+        self.page.wait_for_timeout(2000)
+        deadline = time.time() + timeout_s
+        stable = 0
+        while time.time() < deadline:
+            state = self.page.evaluate(_ALL_RAN)
+            stable = stable + 1 if state else 0
+            if stable >= 3:  # the same answer three polls in a row: the kernel has really settled
+                return state
+            self.page.wait_for_timeout(1000)
+        raise TimeoutError(f"{self.notebook}: cells still running after {timeout_s:.0f} s")
+
+    def save(self) -> Path:
+        self.page.keyboard.press("Control+s")
+        self.page.wait_for_timeout(1500)
+        return self.lab.root / "notebooks" / self.notebook
+
+    def panel(self, title: str):
+        """The control panel whose bold title contains ``title``."""
+        return self.page.locator(".widget-vbox").filter(has=self.page.locator("b", has_text=title)).last
+
+    def choose(self, panel, control: str, label: str) -> None:
+        """Pick ``label`` in the dropdown named ``control`` (or tick/untick a checkbox with label 'true'/'false')."""
+        dropdown = panel.locator(".widget-dropdown").filter(has=self.page.locator("label", has_text=control))
+        if dropdown.count():
+            dropdown.first.locator("select").select_option(label=label)
+        else:
+            box = panel.locator(".widget-checkbox").filter(has_text=control).first
+            box.locator("input[type=checkbox]").set_checked(label == "true")
+
+    def press_run(self, panel, timeout_s: float = 180) -> str:
+        """Press the panel's Run button; return the status text once the run has finished."""
+        status = panel.locator(".widget-html").nth(1)
+        panel.locator("button", has_text="Run").click()
+        self.page.wait_for_timeout(500)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            text = status.inner_text()
+            if text and not text.startswith("running"):
+                return text
+            self.page.wait_for_timeout(500)
+        raise TimeoutError(f"{self.notebook}: the panel still runs after {timeout_s:.0f} s")
+
+    def plotted_points(self, panel) -> int:
+        plots = panel.locator(".js-plotly-plot")
+        return sum(plots.nth(i).evaluate(_POINTS) for i in range(plots.count()))
