@@ -46,12 +46,34 @@ class DeviceInfo:
     cpu_cores: int
 
 
+def gpu_memory_cap() -> float | None:
+    """``$WORKBOOK_GPU_MEMORY_GIB``: act as a smaller GPU. The process may then allocate only that much
+    (``torch.cuda.set_per_process_memory_fraction``; more raises out-of-memory, as on the smaller card)
+    and the profile is chosen for that size. How a 15 GB T4's sizes are tested on a large GPU."""
+    value = os.environ.get("WORKBOOK_GPU_MEMORY_GIB")
+    if not value:
+        return None
+    try:
+        cap = float(value)
+    except ValueError:
+        raise WorkbookError(f"WORKBOOK_GPU_MEMORY_GIB={value!r} is not a number.", "Set it to GiB, e.g. 15, or unset it.") from None
+    if cap <= 0:
+        raise WorkbookError(f"WORKBOOK_GPU_MEMORY_GIB={value!r} must be positive.", "Set it to GiB, e.g. 15, or unset it.")
+    return cap
+
+
 def device_info() -> DeviceInfo:
     cores = os.cpu_count() or 1
     cpu = platform.processor() or platform.machine()
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        return DeviceInfo("cuda", p.name, torch.cuda.device_count(), round(p.total_memory / 2**30, 1),
+        total = p.total_memory / 2**30
+        cap = gpu_memory_cap()
+        if cap is not None and cap < total:
+            for i in range(torch.cuda.device_count()):
+                torch.cuda.set_per_process_memory_fraction(cap / total, i)
+            total = cap
+        return DeviceInfo("cuda", p.name, torch.cuda.device_count(), round(total, 1),
                           f"{p.major}.{p.minor}", torch.cuda.is_bf16_supported(), cpu, cores)
     return DeviceInfo("cpu", f"CPU ({cpu}, {cores} cores)", 0, None, None, True, cpu, cores)
 
@@ -410,6 +432,8 @@ def profile(name: str | None = None) -> Profile:
             name, reason = "large-gpu", f"{info.name} has {info.memory_gib} GiB: real 7B sizes"
         else:
             name, reason = "small-gpu", f"{info.name} has {info.memory_gib} GiB: ~1B models"
+        if info.kind == "cuda" and gpu_memory_cap() is not None:
+            reason += f" (capped by WORKBOOK_GPU_MEMORY_GIB={gpu_memory_cap():g})"
     else:
         reason = "chosen by name"
     if name not in PROFILES:

@@ -91,3 +91,22 @@ def test_dtype_choices_start_with_the_profile_default():
     choices = environment.dtype_choices()
     assert choices[0] == environment.profile().dtype
     assert "fp32" in choices and len(set(choices)) == len(choices)
+
+
+@pytest.mark.parametrize("memory,bf16,name,dtype", [(79.2, True, "large-gpu", "bf16"), (15.0, False, "small-gpu", "fp16"),
+                                                    (24.0, True, "small-gpu", "bf16")])
+def test_profile_fits_the_card(monkeypatch, memory, bf16, name, dtype):
+    card = environment.DeviceInfo("cuda", "a card", 1, memory, "7.5", bf16, "x86_64", 8)
+    monkeypatch.setattr(environment, "device_info", lambda: card)
+    p = environment.profile()
+    assert (p.name, p.dtype) == (name, dtype)
+    assert str(memory) in p.reason
+    if not bf16:
+        assert any("no bf16" in n for n in p.notes), "the notebooks say what they chose"
+
+
+@pytest.mark.parametrize("value", ["abc", "-3"])
+def test_a_bad_memory_cap_names_the_fix(monkeypatch, value):
+    monkeypatch.setenv("WORKBOOK_GPU_MEMORY_GIB", value)
+    with pytest.raises(WorkbookError, match="WORKBOOK_GPU_MEMORY_GIB"):
+        environment.gpu_memory_cap()
