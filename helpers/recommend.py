@@ -1,0 +1,80 @@
+"""Choosing a combination from measurements: the memory/speed Pareto front and a recommender (notebook 05).
+
+Both work on result tables as the sweeps write them (one row per measured combination, with ``status``,
+``peak_alloc_gib``, ``prefill_ms`` and ``decode_ms_per_token``), so they run on a CPU over saved GPU results.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .errors import WorkbookError
+
+NEEDED = ("status", "peak_alloc_gib", "prefill_ms", "decode_ms_per_token", "batch_size", "prompt_len")
+
+
+def _check(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in NEEDED if c not in df.columns]
+    if missing:
+        raise WorkbookError(f"The table lacks {missing}.", "Pass rows written by measure.generate through measure.sweep.")
+    return df[df.status == "ok"].copy()
+
+
+def pareto(df: pd.DataFrame, memory: str = "peak_alloc_gib", speed: str = "decode_tok_s") -> pd.Series:
+    """True for the rows no other row beats on both counts (less or equal memory and more or equal speed,
+    better on at least one). Rows that did not run are never on the front."""
+    ok = df.status == "ok" if "status" in df else pd.Series(True, index=df.index)
+    front = pd.Series(False, index=df.index)
+    for i, row in df[ok].iterrows():
+        others = df[ok].drop(index=i)
+        dominated = ((others[memory] <= row[memory]) & (others[speed] >= row[speed])
+                     & ((others[memory] < row[memory]) | (others[speed] > row[speed]))).any()
+        front[i] = not dominated
+    return front
+
+
+def request_seconds(row, new_tokens: int) -> float:
+    """Time to serve one request of ``new_tokens`` tokens: prefill, then one decode step per further token."""
+    return (row["prefill_ms"] + max(new_tokens - 1, 0) * row["decode_ms_per_token"]) / 1e3
+
+
+def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_tokens: int, batch_size: int,
+              label: tuple[str, ...] = ("attention", "weights")) -> tuple[pd.Series | None, str, pd.DataFrame]:
+    """The fastest measured combination for a workload that fits ``budget_gib``.
+
+    Uses the measured rows closest to the workload (the nearest measured prompt length and batch size, at
+    or above the ones asked for when there are such, so the memory figure is not optimistic), keeps those
+    whose peak memory fits the budget and ranks them by time per request. Returns (best row or None, the
+    reason in words, the ranked candidates).
+    """
+    ok = _check(df)
+    if ok.empty:
+        return None, "No measured combination ran.", ok
+    picks = {}
+    for col, want in (("prompt_len", prompt_len), ("batch_size", batch_size)):
+        values = sorted(ok[col].unique())
+        above = [v for v in values if v >= want]
+        picks[col] = above[0] if above else values[-1]
+    rows = ok[(ok.prompt_len == picks["prompt_len"]) & (ok.batch_size == picks["batch_size"])].copy()
+    rows["request_s"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens)
+    rows["fits"] = rows.peak_alloc_gib <= budget_gib
+    rows = rows.sort_values(["fits", "request_s"], ascending=[False, True])
+    rows = rows.drop_duplicates(subset=[c for c in label if c in rows] + ["fits"])  # repeated runs: keep the fastest
+    name = lambda r: " + ".join(str(r[c]) for c in label if c in r)  # noqa: E731
+    where = f"measured at prompt {picks['prompt_len']}, batch {picks['batch_size']}"
+    fitting = rows[rows.fits]
+    if fitting.empty:
+        smallest = rows.sort_values("peak_alloc_gib").iloc[0]
+        return None, (f"Nothing measured fits {budget_gib:g} GiB ({where}); the smallest, {name(smallest)}, "
+                      f"peaked at {smallest.peak_alloc_gib:.1f} GiB."), rows
+    best = fitting.iloc[0]
+    why = (f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, peak {best.peak_alloc_gib:.1f} GiB "
+           f"of {budget_gib:g} ({where}).")
+    if len(fitting) > 1:
+        second = fitting.iloc[1]
+        why += f" Next: {name(second)} at {second.request_s:.2f} s."
+    faster = rows[(~rows.fits) & (rows.request_s < best.request_s)]
+    if not faster.empty:
+        f = faster.iloc[0]
+        why += f" {name(f)} would be faster ({f.request_s:.2f} s) but needs {f.peak_alloc_gib:.1f} GiB."
+    return best, why, rows
