@@ -21,12 +21,16 @@ class LivePlot:
     """A figure of ``y`` against ``x``, one line per value of ``color`` (a column or a list of columns).
 
     ``ceiling``: an optional (value, label) horizontal line, e.g. the card's speed of light.
+    ``sol=True``: beside each line, a dashed line of what the card could do for the same points (its
+    speed of light: bytes over bandwidth for decode, FLOPs over peak for prefill and forward passes),
+    and each point labelled with the fraction it reached. Needs rows measured with ``sol=`` (they carry
+    ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``measure.against_sol``).
     """
 
     def __init__(self, x: str, y: str, color: str | list[str] | None = None, *, title: str = "",
                  log_x: bool = False, log_y: bool = False, ceiling: tuple[float, str] | None = None,
-                 height: int = 420):
-        self.x, self.y, self.color = x, y, color
+                 height: int = 420, sol: bool = False):
+        self.x, self.y, self.color, self.sol = x, y, color, sol
         self.title, self.log_x, self.log_y, self.ceiling, self.height = title, log_x, log_y, ceiling, height
         self.rows: list[dict] = []
         self._handle = None
@@ -65,8 +69,15 @@ class LivePlot:
                                      text=[f"{r[self.y]:.3g}" for r in pts], textposition="outside"))
             else:
                 pts.sort(key=lambda r: r[self.x])
+                fractions = [sol_fraction(r, self.y) for r in pts] if self.sol else []
                 fig.add_trace(go.Scatter(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts],
-                                         mode="lines+markers", name=label))
+                                         mode="lines+markers+text" if fractions else "lines+markers", name=label,
+                                         text=[f"{f:.0%}" if f else "" for f in fractions], textposition="top center"))
+                limits = [(r[self.x], sol_limit(r, self.y)) for r in pts]
+                limits = [(x, v) for x, v in limits if v is not None]
+                if self.sol and limits:
+                    fig.add_trace(go.Scatter(x=[x for x, _ in limits], y=[v for _, v in limits], mode="lines",
+                                             name=f"{label} · speed of light", line=dict(dash="dash", width=1)))
         if bad:
             ys = [r[self.y] for r in ok]
             floor = (min(ys) * 0.8 if ys else 1) if self.log_y else 0
@@ -94,7 +105,7 @@ class LivePlot:
 
     def point_count(self) -> int:
         """Points drawn (measured ones), for tests and assertions."""
-        return sum(len(t.x) for t in self.figure().data if t.name != "not measured")
+        return sum(len(t.x) for t in self.figure().data if t.name != "not measured" and "speed of light" not in t.name)
 
     def failure_count(self) -> int:
         """Rows that were not measured (OOM, unsupported, error)."""
@@ -121,6 +132,23 @@ class LivePlot:
                 display(mime_bundle(self.figure()), raw=True)
         elif self._handle is not None:
             self._handle.update(mime_bundle(self.figure()), raw=True)
+
+
+def sol_fraction(row: dict, y: str) -> float | None:
+    """The share of the card's speed of light a row reached for metric ``y``: bandwidth for decode metrics,
+    compute for everything else (prefill, forward passes). ``None`` when the row was measured without ``sol``."""
+    key = "sol_fraction_bandwidth" if y.startswith("decode") else "sol_fraction_compute"
+    value = row.get(key)
+    return float(value) if _finite(value) and value > 0 else None
+
+
+def sol_limit(row: dict, y: str) -> float | None:
+    """What ``y`` would be at the speed of light: a rate divided by the fraction reached, a time multiplied by it."""
+    f = sol_fraction(row, y)
+    if f is None or not _finite(row.get(y)):
+        return None
+    is_time = y.endswith("_ms") or (y.endswith("_s") and not y.endswith(("per_s", "tok_s")))
+    return row[y] * f if is_time else row[y] / f
 
 
 def mime_bundle(fig: go.Figure) -> dict:

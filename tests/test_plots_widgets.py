@@ -128,3 +128,21 @@ def test_panel_options_can_carry_labels():
     assert panel.rows[-1]["pad"] == 0.75 and panel.controls["pad"].label == "75%"
     panel.set(pad=None)
     assert panel.values()["pad"] is None
+
+
+def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
+    rows = [{"batch_size": 1, "weights": "bf16", "decode_tok_s": 40.0, "sol_fraction_bandwidth": 0.2},
+            {"batch_size": 4, "weights": "bf16", "decode_tok_s": 160.0, "sol_fraction_bandwidth": 0.25},
+            {"batch_size": 1, "weights": "nf4", "decode_tok_s": 30.0, "sol_fraction_bandwidth": 0.05}]
+    plot = plots.LivePlot("batch_size", "decode_tok_s", "weights", sol=True)
+    plot.extend(rows)
+    traces = {t.name: t for t in plot.figure().data}
+    assert list(traces["bf16"].text) == ["20%", "25%"]
+    assert list(traces["bf16 · speed of light"].y) == [200.0, 640.0]  # rate / fraction reached
+    assert list(traces["nf4 · speed of light"].y) == [600.0]
+    assert plot.point_count() == 3, "the limit lines are not measured points"
+    latency = plots.LivePlot("seq_len", "latency_ms", sol=True)
+    latency.add({"seq_len": 512, "latency_ms": 10.0, "sol_fraction_compute": 0.5})
+    assert list({t.name: t for t in latency.figure().data}["latency_ms · speed of light"].y) == [5.0]  # time x fraction
+    assert plots.sol_fraction({"decode_tok_s": 1.0}, "decode_tok_s") is None
+    assert plots.sol_limit({"tokens_per_s": 100.0, "sol_fraction_compute": 0.5}, "tokens_per_s") == 200.0
