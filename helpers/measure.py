@@ -265,7 +265,11 @@ def generate(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens
     prefill = time_callable(gen(1), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     full = time_callable(gen(new_tokens), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     mem = peak_memory(gen(new_tokens), device=dev, context=loaded.context)
-    decode_s = max(full.median_ms - prefill.median_ms, 1e-9) / 1e3
+    if full.median_ms <= prefill.median_ms * 1.02:
+        raise WorkbookError(f"Generating {new_tokens} tokens took no measurable time beyond the first one (median "
+                            f"{full.median_ms:.2f} ms against {prefill.median_ms:.2f} ms): timing noise hides the decode.",
+                            "Generate more new tokens (or use more reps) so the decode steps outweigh the noise.")
+    decode_s = (full.median_ms - prefill.median_ms) / 1e3
     steps = new_tokens - 1
     avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
     bytes_per_step = decode_step_bytes(loaded.model) + avg_kv

@@ -184,3 +184,38 @@ def bars(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str 
                              text=[f"{v:.2f}" for v in part[y]], textposition="outside"))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, barmode=barmode, template="plotly_white", **kw)
     return fig
+
+
+def facet_bars(df: pd.DataFrame, x: str, y: str, color: str, facet: str, title: str = "", log_y: bool = False,
+               height: int = 420) -> go.Figure:
+    """Grouped bars of ``y`` by ``x`` and ``color``, one panel per value of ``facet`` (e.g. a workload).
+
+    Rows that did not run (OOM, unsupported) keep their place: an empty bar labelled with the status."""
+    import plotly.express as px
+
+    d = df.copy()
+    ok = (d.get("status", "ok") == "ok") & d[y].notna()
+    d["label"] = [f"{v:.3g}" if good else str(st) for v, good, st in zip(d[y], ok, d.get("status", ["ok"] * len(d)))]
+    d[y] = d[y].where(ok, 0)
+    d[x], d[color] = d[x].astype(str), d[color].astype(str)
+    fig = px.bar(d, x=x, y=y, color=color, facet_col=facet, barmode="group", text="label", log_y=log_y,
+                 title=title, height=height, template="plotly_white")
+    fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=9)
+    return fig
+
+
+def pareto_plot(df: pd.DataFrame, front, x: str = "peak_alloc_gib", y: str = "decode_tok_s",
+                label: tuple[str, ...] = ("attention", "weights"), title: str = "") -> go.Figure:
+    """Every measured combination as a point (less ``x`` and more ``y`` is better); the Pareto front, the points
+    nothing beats on both counts, joined by a line and named."""
+    d = df[df.get("status", "ok") == "ok"].copy() if "status" in df else df.copy()
+    on = pd.Series(front, index=df.index).reindex(d.index).fillna(False).astype(bool)
+    d["name"] = d[list(label)].astype(str).agg(" + ".join, axis=1)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=d.loc[~on, x], y=d.loc[~on, y], mode="markers", name="dominated",
+                             marker=dict(color="lightgray", size=9), text=d.loc[~on, "name"], hoverinfo="text+x+y"))
+    best = d[on].sort_values(x)
+    fig.add_trace(go.Scatter(x=best[x], y=best[y], mode="lines+markers+text", name="Pareto front",
+                             marker=dict(size=12, color="seagreen"), text=best["name"], textposition="top left"))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=440)
+    return fig

@@ -10,11 +10,11 @@ import pandas as pd
 
 from .errors import WorkbookError
 
-NEEDED = ("status", "peak_alloc_gib", "prefill_ms", "decode_ms_per_token", "batch_size", "prompt_len")
+NEEDED = ("status", "prefill_ms", "decode_ms_per_token", "batch_size", "prompt_len")
 
 
-def _check(df: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in NEEDED if c not in df.columns]
+def _check(df: pd.DataFrame, memory: str = "peak_alloc_gib") -> pd.DataFrame:
+    missing = [c for c in NEEDED + (memory,) if c not in df.columns]
     if missing:
         raise WorkbookError(f"The table lacks {missing}.", "Pass rows written by measure.generate through measure.sweep.")
     return df[df.status == "ok"].copy()
@@ -24,6 +24,7 @@ def pareto(df: pd.DataFrame, memory: str = "peak_alloc_gib", speed: str = "decod
     """True for the rows no other row beats on both counts (less or equal memory and more or equal speed,
     better on at least one). Rows that did not run are never on the front."""
     ok = df.status == "ok" if "status" in df else pd.Series(True, index=df.index)
+    ok &= df[memory].notna() & df[speed].notna()
     front = pd.Series(False, index=df.index)
     for i, row in df[ok].iterrows():
         others = df[ok].drop(index=i)
@@ -39,15 +40,18 @@ def request_seconds(row, new_tokens: int) -> float:
 
 
 def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_tokens: int, batch_size: int,
-              label: tuple[str, ...] = ("attention", "weights")) -> tuple[pd.Series | None, str, pd.DataFrame]:
+              label: tuple[str, ...] = ("attention", "weights"),
+              memory: str = "peak_alloc_gib") -> tuple[pd.Series | None, str, pd.DataFrame]:
     """The fastest measured combination for a workload that fits ``budget_gib``.
 
     Uses the measured rows closest to the workload (the nearest measured prompt length and batch size, at
     or above the ones asked for when there are such, so the memory figure is not optimistic), keeps those
     whose peak memory fits the budget and ranks them by time per request. Returns (best row or None, the
-    reason in words, the ranked candidates).
+    reason in words, the ranked candidates). ``memory``: the column compared with the budget (the GPU
+    allocator's peak by default; a CPU has none, so there the weights' size is the honest stand-in).
     """
-    ok = _check(df)
+    ok = _check(df, memory)
+    ok = ok[ok[memory].notna()]
     if ok.empty:
         return None, "No measured combination ran.", ok
     picks = {}
@@ -57,24 +61,44 @@ def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_token
         picks[col] = above[0] if above else values[-1]
     rows = ok[(ok.prompt_len == picks["prompt_len"]) & (ok.batch_size == picks["batch_size"])].copy()
     rows["request_s"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens)
-    rows["fits"] = rows.peak_alloc_gib <= budget_gib
+    rows["fits"] = rows[memory] <= budget_gib
     rows = rows.sort_values(["fits", "request_s"], ascending=[False, True])
     rows = rows.drop_duplicates(subset=[c for c in label if c in rows] + ["fits"])  # repeated runs: keep the fastest
     name = lambda r: " + ".join(str(r[c]) for c in label if c in r)  # noqa: E731
     where = f"measured at prompt {picks['prompt_len']}, batch {picks['batch_size']}"
     fitting = rows[rows.fits]
     if fitting.empty:
-        smallest = rows.sort_values("peak_alloc_gib").iloc[0]
-        return None, (f"Nothing measured fits {budget_gib:g} GiB ({where}); the smallest, {name(smallest)}, "
-                      f"peaked at {smallest.peak_alloc_gib:.1f} GiB."), rows
+        smallest = rows.sort_values(memory).iloc[0]
+        return None, (f"Nothing measured fits {budget_gib:.3g} GiB ({where}); the smallest, {name(smallest)}, "
+                      f"needs {smallest[memory]:.3g} GiB."), rows
     best = fitting.iloc[0]
-    why = (f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, peak {best.peak_alloc_gib:.1f} GiB "
-           f"of {budget_gib:g} ({where}).")
+    why = (f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, needs {best[memory]:.3g} GiB "
+           f"of {budget_gib:.3g} ({where}).")
     if len(fitting) > 1:
         second = fitting.iloc[1]
         why += f" Next: {name(second)} at {second.request_s:.2f} s."
     faster = rows[(~rows.fits) & (rows.request_s < best.request_s)]
     if not faster.empty:
         f = faster.iloc[0]
-        why += f" {name(f)} would be faster ({f.request_s:.2f} s) but needs {f.peak_alloc_gib:.1f} GiB."
+        why += f" {name(f)} would be faster ({f.request_s:.2f} s) but needs {f[memory]:.3g} GiB."
     return best, why, rows
+
+
+def budget_choices(df: pd.DataFrame, n: int = 6, memory: str = "peak_alloc_gib") -> list[float]:
+    """Memory budgets worth offering for a measured table: just above each distinct measured peak (so every
+    budget admits one more combination than the one below it), thinned to about ``n``, two significant digits."""
+    import math
+
+    ok = _check(df, memory)
+    peaks = sorted(ok[memory].dropna().unique())
+    if not peaks:
+        raise WorkbookError("No measured combination ran, so no budget can be suggested.", "Run the grid first.")
+    step = max(1, math.ceil(len(peaks) / n))
+    picks = peaks[::step] + ([peaks[-1]] if (len(peaks) - 1) % step else [])
+
+    def up(v):  # round up to two significant digits, a little above the peak
+        v = v * 1.02
+        scale = 10 ** (math.floor(math.log10(v)) - 1)
+        return math.ceil(v / scale) * scale
+
+    return sorted({float(f"{up(v):.3g}") for v in picks})

@@ -59,26 +59,38 @@ def padded_batches(tokenizer, docs: list[str], batch_size: int, max_len: int) ->
 
 
 def packed_batches(tokenizer, docs: list[str], batch_size: int, max_len: int) -> list[dict]:
-    """Documents laid end to end in rows of ``max_len`` tokens, position ids restarting at each document
-    (transformers reads the restarts as boundaries when no attention mask is given); no padding at all."""
-    rows, row, pos = [], [], []
+    """Documents laid end to end and cut into full rows of ``max_len`` tokens: no padding at all.
+
+    Position ids restart at each document (transformers reads the restarts as document boundaries when no
+    attention mask is given, so attention stays inside each document); a document cut at the end of a row
+    continues in the next row as a new piece, its positions restarting there too. Each piece's first token has
+    no label (it has no context from its own document).
+    """
+    ids, pos = [], []
     for s in _tokens(tokenizer, docs, max_len):
-        if len(row) + len(s) > max_len and row:
-            rows.append((row, pos))
-            row, pos = [], []
-        row, pos = row + s.tolist(), pos + list(range(len(s)))
+        ids += s.tolist()
+        pos += list(range(len(s)))
+    rows = len(ids) // max_len
     batches = []
-    for i in range(0, len(rows) - batch_size + 1, batch_size):
-        group = rows[i:i + batch_size]
-        n = max(len(r) for r, _ in group)
-        if any(len(r) != n for r, _ in group):  # ragged rows: cut to the shortest so nothing is padded
-            n = min(len(r) for r, _ in group)
-        ids = torch.tensor([r[:n] for r, _ in group])
-        positions = torch.tensor([p[:n] for _, p in group])
-        labels = ids.clone()
-        labels[positions == 0] = -100  # a document's first token has no context from its own document
-        batches.append({"input_ids": ids, "position_ids": positions, "labels": labels})
+    for first in range(0, rows - batch_size + 1, batch_size):
+        chunk = slice(first * max_len, (first + batch_size) * max_len)
+        row_ids = torch.tensor(ids[chunk]).view(batch_size, max_len)
+        positions = torch.tensor(pos[chunk]).view(batch_size, max_len)
+        positions = positions - _piece_start(positions)  # a row that begins mid-document restarts at 0
+        labels = row_ids.clone()
+        labels[positions == 0] = -100
+        batches.append({"input_ids": row_ids, "position_ids": positions, "labels": labels})
     return batches
+
+
+def _piece_start(positions: torch.Tensor) -> torch.Tensor:
+    """For each row, the offset to subtract so the positions before the row's first restart begin at 0."""
+    out = torch.zeros_like(positions)
+    for r in range(positions.shape[0]):
+        restarts = (positions[r] == 0).nonzero()
+        cut = int(restarts[0]) if len(restarts) else positions.shape[1]
+        out[r, :cut] = positions[r, 0]
+    return out
 
 
 def lora_param_count(model, r: int, target_modules: Iterable[str]) -> int:
@@ -99,31 +111,121 @@ def trainable_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train(model, batches: list[dict], *, steps: int, lr: float = 1e-3,
-          on_step: Callable[[dict], None] | None = None, log_every: int = 1) -> pd.DataFrame:
-    """AdamW over the trainable parameters for ``steps`` steps, cycling through ``batches``.
+def prepare(model, lora=None, checkpointing: bool = True):
+    """Make a loaded model trainable, in place, the way notebook 06 compares set-ups.
 
-    Returns one row per logged step: loss, real (unmasked) tokens trained on, tokens per second so far.
+    Quantized weights: ``prepare_model_for_kbit_training`` (base frozen, the unquantized parameters in fp32,
+    gradients through the input embeddings). With a ``LoraConfig``: the base is frozen and the adapter added
+    (LoRA, or QLoRA on a quantized base). Without one: every weight trains (full fine-tuning).
+    ``checkpointing``: recompute activations in the backward pass instead of keeping them.
     """
+    if getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        if lora is None:
+            raise WorkbookError("Quantized weights cannot be trained directly.",
+                                "Pass a LoraConfig (QLoRA), or load the model in bf16 for full fine-tuning.")
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(lora is None)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora is not None:
+        model.add_adapter(lora)
+        adapters_to_fp32(model)
+    return model
+
+
+def adapters_to_fp32(model) -> int:
+    """Keep the trainable (adapter) parameters in fp32, as peft's ``get_peft_model`` does by default
+    (``autocast_adapter_dtype``); transformers' ``add_adapter`` creates them in the base model's dtype, and
+    AdamW updates to bf16 numbers lose most of their small steps. Returns how many tensors were cast."""
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            n += 1
+    return n
+
+
+def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3):
+    """AdamW over the trainable parameters for ``steps`` steps, cycling through ``batches``; yields one row per
+    step (loss, real tokens trained on so far, tokens per second so far), so a live plot can follow."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise WorkbookError("The model has no trainable parameters.", "Add an adapter first (model.add_adapter(LoraConfig(...))).")
     opt = torch.optim.AdamW(params, lr=lr)
     device = next(model.parameters()).device
     model.train()
-    rows, tokens, t0 = [], 0, time.perf_counter()
-    for step in range(steps):
-        batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
-        loss = model(**batch, use_cache=False).loss  # no cache: also what lets transformers read packed boundaries
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += int((batch["labels"] != -100).sum())
-        if step % log_every == 0 or step == steps - 1:
-            row = {"step": step, "loss": loss.item(), "tokens": tokens,
-                   "tokens_per_s": tokens / (time.perf_counter() - t0)}
+    tokens, t0 = 0, time.perf_counter()
+    try:
+        for step in range(steps):
+            batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
+            loss = model(**batch, use_cache=False).loss  # no cache: also what lets transformers read packed boundaries
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tokens += int((batch["labels"] != -100).sum())
+            yield {"step": step, "loss": loss.item(), "tokens": tokens, "tokens_per_s": tokens / (time.perf_counter() - t0)}
+    finally:
+        model.eval()
+
+
+def train(model, batches: list[dict], *, steps: int, lr: float = 1e-3,
+          on_step: Callable[[dict], None] | None = None, log_every: int = 1) -> pd.DataFrame:
+    """``train_steps`` run to the end: one row per logged step (loss, real tokens, tokens per second)."""
+    rows = []
+    for row in train_steps(model, batches, steps=steps, lr=lr):
+        if row["step"] % log_every == 0 or row["step"] == steps - 1:
             rows.append(row)
             if on_step is not None:
                 on_step(row)
-    model.eval()
     return pd.DataFrame(rows)
+
+
+def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr: float = 1e-4) -> dict:
+    """What a training step costs with these batches: median step time, real tokens per second, the share of
+    positions that are padding, and the peak memory of the steps (GPU allocator; ``nan`` on a CPU).
+
+    Real tokens are the positions with a label (padding and each document's first token have none), so padded
+    and packed batches compare on the work that matters (notebook 06).
+    """
+    from . import environment
+    from .measure import Timing
+
+    dev = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise WorkbookError("The model has no trainable parameters.", "Add an adapter first, or unfreeze the weights.")
+    opt = torch.optim.AdamW(params, lr=lr)
+    model.train()
+
+    def step(i):
+        batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
+        model(**batch, use_cache=False).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    if dev.type == "cuda":
+        environment.sync(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for i in range(warmup, warmup + steps):
+        t0 = time.perf_counter()
+        step(i)
+        environment.sync(dev)
+        times.append((time.perf_counter() - t0) * 1e3)
+    model.eval()
+    used = [batches[i % len(batches)] for i in range(warmup, warmup + steps)]
+    real = sum(int((b["labels"] != -100).sum()) for b in used) / steps
+    positions = sum(b["input_ids"].numel() for b in used) / steps
+    pads = sum(int((b["attention_mask"] == 0).sum()) if "attention_mask" in b else 0 for b in used) / steps
+    timing = Timing(times, warmup)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+    return {"step_ms": timing.median_ms, "step_ms_stdev": timing.stdev_ms, "real_tokens_per_step": real,
+            "positions_per_step": positions, "pad_share": pads / positions,
+            "real_tokens_per_s": real / (timing.median_ms / 1e3), "peak_alloc_gib": peak,
+            "trainable_params": trainable_params(model)}

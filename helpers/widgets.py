@@ -24,13 +24,16 @@ class ControlPanel:
     (``("natural", None)``).
 
     ``run(params)`` returns a result row (dict) or yields rows one by one; each, with the options
-    merged in, is added to ``plot`` as it arrives and kept in ``self.rows``.
+    merged in, is added to ``plot`` as it arrives and kept in ``self.rows``. ``report(rows)``, if given,
+    turns the rows of one run into the status line (plain text), e.g. a recommendation and its reason.
     """
 
     def __init__(self, controls: dict[str, Sequence], run: Callable[[dict], dict | Iterable[dict]], *,
-                 plot: LivePlot | None = None, defaults: dict | None = None, title: str = ""):
+                 plot: LivePlot | None = None, defaults: dict | None = None, title: str = "",
+                 report: Callable[[list[dict]], str] | None = None):
         defaults = defaults or {}
         self.run = run
+        self.report = report
         self.plot = plot
         self.rows: list[dict] = []
         self.errors: list[str] = []
@@ -103,6 +106,8 @@ class ControlPanel:
                     self.errors.append(f"{row['status']}: {row.get('error', '')}")
             bad = [r for r in self.rows[-added:] if r.get("status", "ok") != "ok"] if added else []
             msg = f"done: {added} point(s)" + (f", {len(bad)} not measured ({bad[-1]['status']})" if bad else "")
+            if self.report is not None:
+                msg = self.report(self.rows[len(self.rows) - added:])
             self._show(html.escape(msg), "darkorange" if bad else "green")
         except WorkbookError as e:
             self.errors.append(str(e))

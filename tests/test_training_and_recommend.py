@@ -102,3 +102,75 @@ def test_recommender_picks_the_fastest_that_fits_and_says_why():
     assert best is None and "Nothing measured fits" in why
     with pytest.raises(WorkbookError, match="lacks"):
         recommend.recommend(_grid().drop(columns="prefill_ms"), budget_gib=16, prompt_len=512, new_tokens=8, batch_size=1)
+
+
+def test_packed_rows_are_full_and_keep_the_corpus(tok):
+    docs = training.corpus()
+    packed = training.packed_batches(tok, docs, 4, 256)
+    padded = training.padded_batches(tok, docs, 4, 256)
+    assert all(b["input_ids"].shape == (4, 256) for b in packed)
+    labelled = lambda bs: sum(int((b["labels"] != -100).sum()) for b in bs)  # noqa: E731
+    assert labelled(packed) > 0.9 * labelled(padded), "packing drops at most a partial last batch"
+    for b in packed:  # a row that starts inside a document restarts its positions
+        assert (b["position_ids"][:, 0] == 0).all() and (b["position_ids"] >= 0).all()
+
+
+def test_prepare_sets_up_lora_qlora_and_full_fine_tuning():
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS)
+    half = models.load(TINY, dtype="bf16")
+    training.prepare(half.model, lora=lora, checkpointing=False)
+    trainable = [p for p in half.model.parameters() if p.requires_grad]
+    assert training.trainable_params(half.model) == training.lora_param_count(half.model, 4, TARGETS)
+    assert all(p.dtype == torch.float32 for p in trainable), "adapters train in fp32"
+    full = models.load(TINY, dtype="bf16")
+    training.prepare(full.model, lora=None, checkpointing=True)
+    assert training.trainable_params(full.model) == sum(p.numel() for p in full.model.parameters())
+    assert full.model.is_gradient_checkpointing
+    with pytest.raises(WorkbookError, match="LoraConfig"):
+        training.prepare(models.load(TINY, dtype="bf16", quant="nf4").model, lora=None)
+
+
+def test_train_steps_streams_rows_and_step_cost_sees_padding(tok):
+    from peft import LoraConfig
+
+    loaded = models.load(TINY, dtype="fp32")
+    training.prepare(loaded.model, lora=LoraConfig(r=4, target_modules=TARGETS), checkpointing=False)
+    docs = training.corpus()[:40]
+    stream = training.train_steps(loaded.model, training.packed_batches(tok, docs, 2, 128), steps=3)
+    assert next(stream)["step"] == 0 and len(list(stream)) == 2
+    padded = training.step_cost(loaded.model, training.padded_batches(tok, docs, 4, 256), steps=2, warmup=1)
+    packed = training.step_cost(loaded.model, training.packed_batches(tok, docs, 4, 256), steps=2, warmup=1)
+    assert packed["pad_share"] == 0 < padded["pad_share"]
+    assert padded["real_tokens_per_step"] < padded["positions_per_step"] and padded["step_ms"] > 0
+
+
+def test_recommender_on_another_memory_column_and_budget_choices():
+    grid = _grid().assign(weights_gib=[13.0, 4.0, 13.0, 7.0, 26.0])
+    best, why, _ = recommend.recommend(grid, budget_gib=5, prompt_len=512, new_tokens=8, batch_size=1, memory="weights_gib")
+    assert best.weights == "nf4" and "needs 4 GiB" in why
+    budgets = recommend.budget_choices(_grid())
+    assert budgets == sorted(budgets) and budgets[0] > 5.0
+    admitted = [int((_grid().peak_alloc_gib <= b).sum()) for b in budgets]
+    assert admitted == sorted(admitted) and admitted[-1] == 4, admitted
+
+
+def test_control_panel_reports_through_its_report_hook():
+    from helpers import widgets
+
+    panel = widgets.ControlPanel({"x": [1, 2]}, lambda p: {"why": f"picked {p['x']}"}, report=lambda rows: rows[-1]["why"])
+    panel.set(x=2).click()
+    assert "picked 2" in panel.status.value and not panel.errors
+
+
+def test_pareto_and_facet_plots_draw_every_row():
+    from helpers import plots
+
+    grid = _grid().assign(workload="w")
+    fig = plots.pareto_plot(grid, recommend.pareto(grid))
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(front.text) == ["sdpa + nf4", "sdpa + bf16"]
+    bars = plots.facet_bars(grid, "attention", "decode_tok_s", "weights", "workload")
+    labels = [t for tr in bars.data for t in tr.text]
+    assert "OOM" in labels and len(labels) == len(grid)

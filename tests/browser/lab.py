@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.request
 import secrets
 import shutil
 import socket
@@ -64,6 +66,10 @@ class JupyterLab:
     def __enter__(self) -> "JupyterLab":
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}", "--allow-root"]
+        # Import the heavy packages once first: on a fresh environment this writes their bytecode, so the
+        # first notebook's kernel starts as fast as the others.
+        subprocess.run([sys.executable, "-c", "import torch, transformers, plotly, ipywidgets, ipykernel, helpers"],
+                       cwd=self.root, env=self.env, check=True, timeout=600)
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -108,27 +114,74 @@ class LabPage:
         self.page.goto(f"{self.lab.url}/lab/tree/notebooks/{self.notebook}?reset&token={self.lab.token}")
         self.page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
         self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+        self._wait_kernel_idle(120)
         return self
 
-    def run_all(self, timeout_s: float = 600) -> str:
+    def kernel_state(self) -> str:
+        """The execution state the server reports for this notebook's kernel ('idle', 'busy', 'starting', ...)."""
+        url = f"{self.lab.url}/api/sessions?token={self.lab.token}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            sessions = json.load(response)
+        for s in sessions:
+            if s.get("path", "").endswith(self.notebook):
+                return (s.get("kernel") or {}).get("execution_state", "none")
+        return "no session"
+
+    def _wait_kernel_idle(self, timeout_s: float) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.kernel_state() == "idle":
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{self.notebook}: the kernel is {self.kernel_state()!r}, not idle, after {timeout_s:.0f} s")
+
+    def _menu(self, menu: str, command: str) -> None:
+        self.page.locator("div.lm-MenuBar-itemLabel", has_text=menu).first.click()
+        self.page.locator(f"li[data-command='{command}']").click()
+
+    def run_all(self, timeout_s: float = 600, start_s: float = 60) -> str:
         """Edit > Clear Outputs of All Cells, then Run > Run All Cells; wait until every cell ran ('done') or
-        the run stopped at an error ('stopped')."""
-        self.page.locator("div.lm-MenuBar-itemLabel", has_text="Edit").first.click()
-        self.page.locator("li[data-command='editmenu:clear-all']").click()
+        the run stopped at an error ('stopped'). If no cell has started after ``start_s`` seconds (the request
+        went to a kernel that was not listening yet), Run All is pressed once more."""
+        self._menu("Edit", "editmenu:clear-all")
         self.page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\d/.test(p.textContent))",
                                     timeout=30_000)
-        self.page.locator("div.lm-MenuBar-itemLabel", has_text="Run").first.click()
-        self.page.locator("li[data-command='runmenu:run-all']").click()
+        self._menu("Run", "runmenu:run-all")
         self.page.wait_for_timeout(2000)
-        deadline = time.time() + timeout_s
+        started, retried = time.time(), False
+        deadline = started + timeout_s
         stable = 0
         while time.time() < deadline:
             state = self.page.evaluate(_ALL_RAN)
             stable = stable + 1 if state else 0
             if stable >= 3:  # the same answer three polls in a row: the kernel has really settled
                 return state
+            if not retried and time.time() - started > start_s and not any(re.search(r"\[(\d+|\*)\]", p) for p in self.prompts()):
+                retried = True
+                self._menu("Run", "runmenu:run-all")
             self.page.wait_for_timeout(1000)
-        raise TimeoutError(f"{self.notebook}: cells still running after {timeout_s:.0f} s")
+        raise TimeoutError(f"{self.notebook}: cells still running after {timeout_s:.0f} s. {self.diagnosis()}")
+
+    def prompts(self) -> list[str]:
+        """The input prompt of every code cell: '[ ]:' (never ran), '[*]:' (running or queued), '[3]:' (ran)."""
+        return self.page.evaluate("() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]"
+                                  ".map(c => ((c.querySelector('.jp-InputPrompt') || {}).textContent || '').trim())")
+
+    def diagnosis(self) -> str:
+        """What a failed wait saw: prompts, kernel state, the first unfinished cell's code, the server log's tail;
+        a screenshot goes next to the others."""
+        shots = ROOT / "test-artifacts" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(shots / f"{self.notebook[:-6]}-stuck.png"))
+        prompts = self.prompts()
+        stuck = next((i for i, p in enumerate(prompts) if not re.search(r"\[\d+\]", p)), None)
+        source = ""
+        if stuck is not None:
+            source = self.page.evaluate("i => document.querySelectorAll('.jp-Notebook .jp-CodeCell')[i]"
+                                        ".querySelector('.jp-InputArea-editor').innerText", stuck)[:300]
+        log = self.lab.log.read_text(errors="replace")[-1500:] if self.lab.log.exists() else ""
+        return (f"prompts={prompts}; kernel={self.kernel_state()!r}; first unfinished code cell {stuck}: "
+                f"{source!r}; server log tail: {log}")
 
     def save(self) -> Path:
         self.page.keyboard.press("Control+s")

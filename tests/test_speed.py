@@ -1,0 +1,39 @@
+"""Notebook 07's helpers: decode modes and the roofline, on the tiny model."""
+
+import pandas as pd
+import pytest
+
+from helpers import environment, models, speed
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.load("llama-2-7b-tiny", dtype="fp32")
+
+
+@pytest.mark.parametrize("mode", speed.MODES)
+def test_each_decode_mode_generates_and_reports_compile_time_apart(tiny, mode):
+    row = speed.decode(tiny, mode, prompt_len=16, new_tokens=4, reps=1, sol=environment.speed_of_light())
+    assert row["mode"] == mode and row["decode_tok_s"] > 0 and row["first_call_s"] > 0
+    assert row["compiled_by"] == ("torch.compile" if mode == "compiled" else "")
+    assert tiny.model.forward.__func__ is type(tiny.model).forward, "the compiled forward is removed afterwards"
+    with pytest.raises(ValueError, match="choose one of"):
+        speed.decode(tiny, "fastest", prompt_len=16, new_tokens=4)
+
+
+def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):
+    roof = speed.roofline(tiny.model, [1, 2, 4, 1024, 4096], context_len=64, gbs=100.0, tflops=1.0)
+    bw = roof.set_index("batch_size").bandwidth_bound_tok_s
+    assert bw[2] == pytest.approx(2 * bw[1], rel=0.05), "one more sequence costs only its KV cache"
+    assert roof.limited_by.tolist()[0] == "bandwidth" and roof.limited_by.tolist()[-1] == "compute"
+    assert (roof.ceiling_tok_s <= roof[["bandwidth_bound_tok_s", "compute_bound_tok_s"]].min(axis=1) + 1e-9).all()
+
+
+def test_sol_summary_picks_the_best_share_per_technique():
+    decode = pd.DataFrame({"weights": ["bf16", "bf16", "nf4"], "mode": ["dynamic", "compiled", "dynamic"],
+                           "status": ["ok", "ok", "ok"], "sol_fraction_bandwidth": [0.2, 0.7, 0.1], "batch_size": [1, 1, 1]})
+    prefill = pd.DataFrame({"attention": ["sdpa", "sdpa"], "status": ["ok", "OOM"], "seq_len": [1024, 2048],
+                            "sol_fraction_compute": [0.6, None]})
+    out = speed.sol_summary({"d": decode, "p": prefill}, {"d": "decode", "p": "prefill"}).set_index("technique")
+    assert out.loc["decode: bf16 / compiled", "best_fraction"] == 0.7 and out.loc["prefill: sdpa", "ceiling"] == "arithmetic"
+    assert len(out) == 4
