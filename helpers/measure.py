@@ -265,8 +265,18 @@ def generate(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens
     prefill = time_callable(gen(1), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     full = time_callable(gen(new_tokens), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     mem = peak_memory(gen(new_tokens), device=dev, context=loaded.context)
-    # When timing noise hides the decode (full generate no slower than its first token), the decode figures are
-    # not measured (NaN, with a note) rather than a meaningless division by almost nothing.
+    return decode_row(loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, pad_fraction=pad_fraction, sol=sol)
+
+
+def decode_row(loaded: models.Loaded, batch_size: int, prompt_len: int, new_tokens: int, prefill: Timing,
+               full: Timing, mem: MemoryPeak, *, pad_fraction: float = 0.0,
+               sol: environment.SpeedOfLight | None = None) -> dict:
+    """The row of a generation measured as a one-token run (``prefill``) and a ``new_tokens`` run (``full``).
+
+    decode time = full - prefill over ``new_tokens - 1`` steps. When timing noise hides the decode (the full run
+    no slower than its first token), the decode figures are not measured (NaN, with a note) rather than a
+    meaningless division by almost nothing.
+    """
     hidden = full.median_ms <= prefill.median_ms * 1.02
     decode_s = float("nan") if hidden else (full.median_ms - prefill.median_ms) / 1e3
     steps = new_tokens - 1
@@ -388,6 +398,35 @@ def is_oom(exc: BaseException) -> bool:
         isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS))
 
 
+def _is_kernel_reason(text: str) -> bool:
+    return "not used because" in text or "kernel not used" in text.lower()
+
+
+@contextlib.contextmanager
+def _kernel_reasons():
+    """Collect PyTorch's warnings that say why an SDPA kernel was not used (the reasons behind "No available
+    kernel"); every other warning is passed on, once each, as Python's default filter would."""
+    reasons: list[str] = []
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            try:
+                yield reasons
+            finally:
+                caught = list(record)
+                reasons += [" ".join(str(w.message).split()) for w in caught if _is_kernel_reason(str(w.message))]
+    finally:
+        for w in caught:
+            key = (w.category, str(w.message))
+            if key not in _SHOWN and not _is_kernel_reason(key[1]):
+                _SHOWN.add(key)
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+_SHOWN: set = set()
+
+
 def sweep(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: list | None = None,
           on_row: Callable[[dict], None] | None = None, save_to=None) -> pd.DataFrame:
     """Measure each point; a failure becomes a row, never the end of the sweep.
@@ -405,14 +444,17 @@ def sweep(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: 
     for point in points:
         t0 = time.perf_counter()
         try:
-            row = {**point, **measure_one(dict(point)), "status": "ok", "error": ""}
+            with _kernel_reasons() as reasons:
+                row = {**point, **measure_one(dict(point)), "status": "ok", "error": ""}
         except WorkbookError as e:
             row = {**point, "status": "unsupported", "error": str(e)}
         except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
             if is_oom(e):
                 row = {**point, "status": "OOM", "error": str(e).splitlines()[0][:300]}
             elif is_no_kernel(e):
-                row = {**point, "status": "unsupported", "error": "No available kernel: " + str(e).splitlines()[0][:300]}
+                why = "; ".join(dict.fromkeys(reasons))[:600]
+                row = {**point, "status": "unsupported",
+                       "error": "No available kernel: " + (why or str(e).splitlines()[0][:300])}
             else:
                 row = {**point, "status": "error",
                        "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",

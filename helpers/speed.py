@@ -1,8 +1,9 @@
 """How close to the speed of light: decode with a static cache and torch.compile, and the roofline (notebook 07).
 
-- ``decode``: one ``measure.generate`` row for a decode mode: ``dynamic`` (transformers' default cache),
-  ``static`` (a pre-allocated cache, compilation switched off) or ``compiled`` (static cache and
-  ``torch.compile`` with CUDA graphs), with the first call's time (compilation included) reported apart.
+- ``decode``: one row for a decode mode: ``dynamic`` (transformers' default cache), ``static`` (a pre-allocated
+  cache, compilation switched off), ``compiled`` (static cache, and ``generate`` compiles its decode step with CUDA
+  graphs) or ``compiled-loop`` (a greedy loop of your own around one compiled step, as gpt-fast does: no
+  per-token work in Python beyond launching the graph), with the first call's time (compilation included) apart.
 - ``roofline``: the most tokens/s a card can decode at each batch size: bandwidth-bound (every weight byte and
   the KV cache read once per step) until the arithmetic of the batch takes over.
 """
@@ -15,58 +16,126 @@ import pandas as pd
 import torch
 
 from . import environment, measure, models
+from .errors import WorkbookError
 
-MODES = ("dynamic", "static", "compiled")
+MODES = ("dynamic", "static", "compiled", "compiled-loop")
 
 
-def _compile_forward(model):
-    """``torch.compile`` the model's forward (mode ``reduce-overhead``: CUDA graphs on a GPU). Returns the original."""
-    original = model.forward
-    model.forward = torch.compile(original, mode="reduce-overhead", fullgraph=False, dynamic=False)
-    return original
+def generate_compiles(loaded: models.Loaded) -> str:
+    """Empty if ``generate`` compiles its decode step for this model on this device, else why it does not."""
+    if loaded.device.type != "cuda":
+        return "generate compiles its decode step only on an accelerator (CUDA here), not on a CPU"
+    quantizer = getattr(loaded.model, "hf_quantizer", None)
+    if quantizer is not None and not quantizer.is_compileable:
+        return (f"transformers does not compile generate for {type(quantizer).__name__} models "
+                "(their quantizer is not marked compileable)")
+    return ""
+
+
+class GreedyLoop:
+    """Greedy decoding without ``generate``: the prompt runs eagerly into a static cache, then each new token is one
+    call of the model compiled with ``mode="reduce-overhead"`` (CUDA graphs on a GPU).
+
+    The prefill stays eager so that the cache is allocated outside the compiled region (transformers marks its
+    tensors as static addresses there, which CUDA graphs need). ``loop(n)`` returns the ``n`` new tokens.
+    """
+
+    def __init__(self, loaded: models.Loaded, batch_size: int, prompt_len: int, max_new_tokens: int):
+        from transformers import StaticCache
+
+        self.loaded, self.model = loaded, loaded.model
+        self.batch = models.make_batch(loaded, batch_size, prompt_len)
+        self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
+        self.step = torch.compile(self.model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+        self.positions = [torch.full((batch_size, 1), prompt_len + i, dtype=torch.long, device=loaded.device)
+                          for i in range(max_new_tokens)]
+
+    def __call__(self, new_tokens: int, forced: torch.Tensor | None = None) -> torch.Tensor:
+        """The greedy choice at each of ``new_tokens`` steps. With ``forced`` (batch x new_tokens tokens), step ``i``
+        is fed ``forced[:, i - 1]`` instead of its own previous choice (teacher forcing), so one early difference
+        does not change every later step."""
+        with torch.inference_mode(), self.loaded.context():
+            self.cache.reset()
+            logits = self.model(**self.batch, past_key_values=self.cache, use_cache=True).logits
+            token = logits[:, -1:].argmax(-1)
+            out = [token]
+            for i, pos in enumerate(self.positions[:new_tokens - 1]):
+                fed = token if forced is None else forced[:, i:i + 1]
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are read: replay may reuse them
+                logits = self.step(input_ids=fed, past_key_values=self.cache, position_ids=pos,
+                                   cache_position=pos[0], use_cache=True).logits
+                token = logits[:, -1:].argmax(-1)
+                out.append(token)
+        return torch.cat(out, dim=1)
+
+
+def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
+    loop = GreedyLoop(loaded, batch_size, prompt_len, new_tokens)
+    dev = loaded.device
+    try:
+        t0 = time.perf_counter()
+        tokens = loop(new_tokens)
+        environment.sync(dev)
+        first = time.perf_counter() - t0
+        prefill = measure.time_callable(lambda: loop(1), device=dev, warmup=1, reps=reps)
+        full = measure.time_callable(lambda: loop(new_tokens), device=dev, warmup=1, reps=reps)
+        mem = measure.peak_memory(lambda: loop(new_tokens), device=dev)
+        with torch.inference_mode(), loaded.context():
+            reference = loaded.model.generate(**loop.batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                              do_sample=False, pad_token_id=loaded.model.config.pad_token_id or 0)
+        reference = reference[:, prompt_len:].to(tokens.device)
+        forced = loop(new_tokens, forced=reference)
+    finally:
+        torch._dynamo.reset()
+    row = measure.decode_row(loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, sol=sol)
+    return {**row, "first_call_s": first, "same_tokens_as_generate": float((tokens == reference).float().mean()),
+            "next_token_agreement": float((forced == reference).float().mean())}
 
 
 def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len: int, new_tokens: int,
            sol: environment.SpeedOfLight | None = None, reps: int = 3) -> dict:
-    """Generate with decode mode ``mode`` and measure it (see ``measure.generate``).
+    """Greedy decode in mode ``mode`` (see ``MODES``), measured as ``measure.generate`` does.
 
-    ``compiled``: on a GPU, for models transformers knows how to compile, ``generate`` itself compiles the decode
-    step when the cache is static (``compiled_by = "generate"``); otherwise (quantized weights, a CPU) the forward
-    is wrapped in ``torch.compile`` here (``compiled_by = "torch.compile"``). ``first_call_s`` is the first
-    generate call, compilation included; ``compile_s`` what it took beyond a warm call.
+    ``compiled`` is transformers' own path: ``generate`` with a static cache compiles the decode step itself where
+    it supports it (``generate_compiles`` says why not otherwise: the row is then ``unsupported``).
+    ``compiled-loop`` compiles any model, quantized ones included (``GreedyLoop``), and checks itself against
+    ``generate``: ``same_tokens_as_generate`` is the share of equal tokens when each runs freely (compiled kernels
+    round differently, and after one different choice the two texts part for good), ``next_token_agreement`` the
+    share of equal choices when the loop is fed ``generate``'s tokens (teacher forcing): near 1 when only rounding
+    differs, near 0 for a broken loop.
+    ``first_call_s`` is the first call, compilation included; ``compile_s`` what it took beyond a warm call.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
-    model = loaded.model
-    kwargs, original, compiled_by = {}, None, ""
+    if mode == "compiled-loop":
+        row = _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps)
+        return {"mode": mode, "compiled_by": "torch.compile", **row,
+                "compile_s": max(row["first_call_s"] - row["total_ms"] / 1e3, 0.0)}
+    kwargs, compiled_by = {}, ""
     if mode in ("static", "compiled"):
         kwargs["cache_implementation"] = "static"
     if mode == "static":
         kwargs["disable_compile"] = True
     if mode == "compiled":
-        auto = loaded.device.type == "cuda" and not getattr(model, "is_quantized", False)
-        if auto:
-            compiled_by = "generate"
-        else:
-            kwargs["disable_compile"] = True
-            original, compiled_by = _compile_forward(model), "torch.compile"
+        why_not = generate_compiles(loaded)
+        if why_not:
+            raise WorkbookError(f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model.")
+        compiled_by = "generate"
     batch = models.make_batch(loaded, batch_size, prompt_len)
-    pad = model.config.pad_token_id
+    pad = loaded.model.config.pad_token_id
     try:
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=pad if pad is not None else 0, **kwargs)
+        with torch.inference_mode(), loaded.context():
+            loaded.model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=pad if pad is not None else 0, **kwargs)
         environment.sync(loaded.device)
         first = time.perf_counter() - t0
         row = measure.generate(loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs)
     finally:
-        if original is not None:
-            model.forward = original
         if mode == "compiled":
             torch._dynamo.reset()
-            if hasattr(model, "_compiled_call"):
-                del model._compiled_call
+            if hasattr(loaded.model, "_compiled_call"):
+                del loaded.model._compiled_call
     return {"mode": mode, "compiled_by": compiled_by, **row, "first_call_s": first,
             "compile_s": max(first - row["total_ms"] / 1e3, 0.0)}
 

@@ -1,4 +1,5 @@
 import time
+import warnings
 
 import pandas as pd
 import pytest
@@ -154,3 +155,16 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
     df = measure.sweep([{"batch_size": 2**14, "seq_len": 4096}, {"batch_size": 1, "seq_len": 16}], point)
     assert df.status.tolist() == ["OOM", "ok"], df.error.tolist()
     assert "allocate" in df.error[0]
+
+
+def test_sweep_explains_no_available_kernel_with_pytorchs_reasons_and_passes_other_warnings_on(recwarn):
+    def refused(p):
+        warnings.warn("Memory efficient kernel not used because: some reason", UserWarning)
+        warnings.warn(f"an unrelated warning {p['a']}", UserWarning)
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    df = measure.sweep([{"a": 1}, {"a": 1}], refused)
+    assert (df.status == "unsupported").all()
+    assert df.error.str.contains("Memory efficient kernel not used because: some reason").all()
+    passed_on = [str(w.message) for w in recwarn if "unrelated" in str(w.message)]
+    assert passed_on == ["an unrelated warning 1"], "other warnings reach the reader, once"

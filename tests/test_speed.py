@@ -2,8 +2,10 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers import environment, models, speed
+from helpers.errors import WorkbookError
 
 
 @pytest.fixture(scope="module")
@@ -11,14 +13,39 @@ def tiny():
     return models.load("llama-2-7b-tiny", dtype="fp32")
 
 
-@pytest.mark.parametrize("mode", speed.MODES)
+@pytest.mark.parametrize("mode", [m for m in speed.MODES if m != "compiled"])
 def test_each_decode_mode_generates_and_reports_compile_time_apart(tiny, mode):
     row = speed.decode(tiny, mode, prompt_len=16, new_tokens=4, reps=1, sol=environment.speed_of_light())
     assert row["mode"] == mode and row["decode_tok_s"] > 0 and row["first_call_s"] > 0
-    assert row["compiled_by"] == ("torch.compile" if mode == "compiled" else "")
-    assert tiny.model.forward.__func__ is type(tiny.model).forward, "the compiled forward is removed afterwards"
+    assert row["compiled_by"] == ("torch.compile" if mode == "compiled-loop" else "")
+    assert tiny.model.forward.__func__ is type(tiny.model).forward, "nothing compiled is left on the model"
     with pytest.raises(ValueError, match="choose one of"):
         speed.decode(tiny, "fastest", prompt_len=16, new_tokens=4)
+
+
+def test_generate_compiles_only_where_transformers_does(tiny):
+    """On a CPU transformers' generate does not compile: the 'compiled' mode says so and names the way that does."""
+    assert "CPU" in speed.generate_compiles(tiny)
+    with pytest.raises(WorkbookError, match="compiled-loop"):
+        speed.decode(tiny, "compiled", prompt_len=16, new_tokens=4, reps=1)
+
+
+def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
+    loop = speed.GreedyLoop(tiny, 2, 16, 8)
+    tokens = loop(8)
+    with torch.inference_mode():
+        ref = tiny.model.generate(**loop.batch, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert tokens.shape == (2, 8) and torch.equal(tokens, ref[:, 16:])
+    assert torch.equal(loop(8), tokens), "a second run starts from an emptied cache"
+    assert torch.equal(loop(8, forced=ref[:, 16:]), tokens), "fed its own choices, teacher forcing changes nothing"
+    other = torch.randint(0, 200, (2, 8))
+    assert not torch.equal(loop(8, forced=other), tokens), "fed other tokens, it predicts from them"
+    torch._dynamo.reset()
+
+
+def test_loop_row_reports_agreement_with_generate(tiny):
+    row = speed.decode(tiny, "compiled-loop", prompt_len=16, new_tokens=6, reps=1)
+    assert row["same_tokens_as_generate"] == 1.0 and row["next_token_agreement"] == 1.0 and row["compile_s"] >= 0
 
 
 def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):

@@ -24,6 +24,11 @@ def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(path), json.loads(path.with_suffix(".json").read_text())
 
 
+def _header(*columns: str) -> list[str]:
+    """A Markdown table's first two lines."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def forward_table(card: str) -> str:
     df, meta = _read(card, "helpers_exercise_forward")
     df = df[df.status == "ok"]
@@ -140,9 +145,69 @@ def quant_table(card: str) -> str:
     return "\n".join(lines)
 
 
+def combinations_table(card: str) -> str:
+    """Notebook 05: per workload, the fastest decode and the smallest peak memory among attention x weights."""
+    grid, meta = _read(card, "05_grid")
+    ok = grid[grid.status == "ok"].copy()
+    ok["workload"] = [f"prompt {p}, batch {b}" for p, b in zip(ok.prompt_len, ok.batch_size)]
+    lines = [f"Notebook 05, {meta['model']}: every attention path x weight format, {meta['new_tokens']} new tokens, "
+             f"{int(grid.reps.max())} timed runs a point ({(grid.status == 'ok').sum()} of {len(grid)} points ran); per "
+             "workload the fastest decode and the least memory:", "",
+             *_header("workload", "fastest", "decode tokens/s", "peak GiB", "least memory", "decode tokens/s", "peak GiB")]
+    for w, part in ok.groupby("workload", sort=False):
+        fast = part.loc[part.decode_tok_s.idxmax()]
+        small = part.sort_values(["peak_alloc_gib", "decode_tok_s"], ascending=[True, False]).iloc[0]
+        lines.append(f"| {w} | {fast.weights} + {fast.attention} | {fast.decode_tok_s:.0f} | {fast.peak_alloc_gib:.1f} | "
+                     f"{small.weights} + {small.attention} | {small.decode_tok_s:.0f} | {small.peak_alloc_gib:.1f} |")
+    return "\n".join(lines)
+
+
+def lora_table(card: str) -> str:
+    """Notebook 06: QLoRA, LoRA and full fine-tuning memory and speed; padding against packing; the loss."""
+    mem, meta = _read(card, "06_memory")
+    lay, _ = _read(card, "06_padding_packing")
+    loss, lmeta = _read(card, "06_training")
+    first, last = loss.loss.head(5).mean(), loss.loss.tail(10).mean()
+    lines = [f"Notebook 06, {lmeta.get('model', 'llama-2-7b')}: one training step of 4 x 512 tokens (packed), "
+             "adapters of rank 16 on every linear layer:", "",
+             *_header("setup", "weights", "trainable parameters", "peak GiB", "step ms", "tokens/s")]
+    for r in mem.itertuples():
+        lines.append(f"| {r.setup} | {r.weights} | {r.trainable_params:,} | {r.peak_alloc_gib:.1f} | {r.step_ms:.0f} | "
+                     f"{r.real_tokens_per_s:.0f} |" if r.status == "ok" else f"| {r.setup} | {r.weights} | - | {r.status} | - | - |")
+    lay = lay.set_index("layout")
+    lines += ["", f"QLoRA training on the workbook's own text: loss {first:.2f} (first 5 steps) to {last:.2f} (last 10) over "
+              f"{len(loss)} steps. Padded batches spent {lay.pad_share['padded']:.0%} of their positions on padding; packing "
+              f"trained {lay.real_tokens_per_s['packed'] / lay.real_tokens_per_s['padded']:.2f}x the real tokens per second."]
+    return "\n".join(lines)
+
+
+def sol_table(card: str) -> str:
+    """Notebook 07: batch-1 decode modes against the bandwidth ceiling, prefill against the arithmetic one."""
+    dec, meta = _read(card, "07_decode")
+    pre, _ = _read(card, "07_prefill")
+    lines = [f"Notebook 07, {meta['model']}: batch-1 greedy decode, {meta['prompt']}-token prompt, {meta['new_tokens']} new "
+             "tokens, by decode mode (share: of the measured copy bandwidth):", "",
+             *_header("weights", "mode", "decode tokens/s", "ms per token", "share", "compile s",
+                      "next-token agreement with `generate`")]
+    for r in dec.itertuples():
+        if r.status != "ok":
+            lines.append(f"| {r.weights} | {r.mode} | {r.status} | - | - | - | - |")
+            continue
+        agree = "-" if pd.isna(r.next_token_agreement) else f"{r.next_token_agreement:.0%}"
+        compiled = f"{r.compile_s:.0f}" if isinstance(r.compiled_by, str) and r.compiled_by else "-"
+        lines.append(f"| {r.weights} | {r.mode} | {r.decode_tok_s:.1f} | {r.decode_ms_per_token:.2f} | "
+                     f"{r.sol_fraction_bandwidth:.0%} | {compiled} | {agree} |")
+    ok = pre[pre.status == "ok"]
+    best = ok.loc[ok.tflops.idxmax()]
+    lines += ["", f"Prefill (`{best.attention}`, batch 1): {ok.tflops.min():.0f}-{ok.tflops.max():.0f} TFLOP/s over "
+              f"{int(ok.seq_len.min())}-{int(ok.seq_len.max())} tokens, at best {best.sol_fraction_compute:.0%} of the "
+              f"measured peak ({int(best.seq_len)} tokens)."]
+    return "\n".join(lines)
+
+
 def headline(card: str = DEFAULT_CARD) -> str:
     return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card),
-                        quant_table(card)])
+                        quant_table(card), combinations_table(card), lora_table(card), sol_table(card)])
 
 
 def write_readme(text: str) -> None:
