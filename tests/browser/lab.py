@@ -214,6 +214,13 @@ class LabPage:
             self.page.wait_for_timeout(500)
         raise TimeoutError(f"{self.notebook}: the panel still runs after {timeout_s:.0f} s")
 
-    def plotted_points(self, panel) -> int:
+    def plotted_points(self, panel, more_than: int | None = None, timeout_s: float = 20) -> int:
+        """Points drawn in the panel's plot; with ``more_than``, wait (up to ``timeout_s``) until there are more:
+        the status line can say "done" a moment before plotly has redrawn the figure on a busy machine."""
         plots = panel.locator(".js-plotly-plot")
-        return sum(plots.nth(i).evaluate(_POINTS) for i in range(plots.count()))
+        deadline = time.time() + timeout_s
+        while True:
+            count = sum(plots.nth(i).evaluate(_POINTS) for i in range(plots.count()))
+            if more_than is None or count > more_than or time.time() > deadline:
+                return count
+            self.page.wait_for_timeout(500)

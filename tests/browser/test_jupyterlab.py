@@ -84,8 +84,9 @@ def _click_panel(nb: LabPage, notebook, title, good, bad, message):
         nb.choose(panel, control, label)
     status = nb.press_run(panel)
     assert status.startswith("done"), f"{notebook}: {status}"
-    after = nb.plotted_points(panel)
-    assert after > before, f"{notebook}: the plot did not gain the new point ({before} -> {after})"
+    after = nb.plotted_points(panel, more_than=before)
+    assert after > before, (f"{notebook}: the plot did not gain the new point ({before} -> {after}); panel status "
+                            f"{status!r}; panel text: {panel.inner_text()[-600:]!r}")
     for control, label in bad.items():
         nb.choose(panel, control, label)
     status = nb.press_run(panel)
@@ -94,4 +95,4 @@ def _click_panel(nb: LabPage, notebook, title, good, bad, message):
     for control, label in good.items():  # the kernel survived: the next good choice runs
         nb.choose(panel, control, label)
     assert nb.press_run(panel).startswith("done")
-    assert nb.plotted_points(panel) > after
+    assert nb.plotted_points(panel, more_than=after) > after
