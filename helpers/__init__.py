@@ -1,17 +1,38 @@
 """Shared helpers of the Single-GPU Inference Workbook.
 
-Import the modules you need by name, e.g. ``from helpers import models, measure, plots``.
+Import the modules you need by name, e.g. ``from helpers import environment, models, measure, plots``.
+A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, lowest layer first:
 
 - ``errors``: the one exception type, whose message always names the fix.
 - ``variants``: the names of attention paths and weight formats, defined once.
-- ``environment``: what this machine is, what can run on it, its speed of light, its profile.
+- ``hardware``: the device, the card's name and memory, versions, freeing memory.
+- ``timing``: CUDA-event and perf_counter timers, allocator peaks.
+- ``probes``: which attention paths and bitsandbytes modes run here, found by running them.
+- ``ceilings``: the card's speed of light, from its datasheet and measured here.
+- ``profiles``: sizes chosen from the hardware, one table per chapter.
+- ``environment``: the environment report and each chapter's set-up (``chapter``).
 - ``catalog``: real architectures by name, with their configs and tiny CPU-sized twins.
-- ``models``: build/cache random-weight checkpoints, load them, verify what is in effect.
-- ``legacy``: translate the 2023 guide's calls into today's API.
-- ``measure``: timers, memory peaks, forward and generation metrics, OOM-safe sweeps.
-- ``results``: save and load tidy result tables under ``results/``.
+- ``checkpoints``: catalog models built once with random weights; where every model is read from.
+- ``verification``: what was asked for against what is in effect after loading.
+- ``models``: load any model with any attention path and weight format, verified.
+- ``workload``: FLOPs, bytes and parameter counts; the share of the speed of light reached.
+- ``batches``: input batches (random ids, padded, packed), sizes checked at the door.
+- ``checks``: one relative error; kernels and attention paths checked against each other.
+- ``measure``: a forward pass, a generation (prefill, decode), padded against packed layouts.
+- ``registry``: every result table by name: the chapter that writes it, its columns and metadata.
+- ``results``: save and load result tables under ``results/<card>/``.
+- ``sweeps``: OOM-safe sweeps (``sweeps.run``) with progress; failures become rows.
+- ``tables``: speed-ups and ratios against a baseline.
 - ``plots``: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
+- ``legacy``: translate the 2023 guide's calls into today's API.
+- ``texts``: real English sentences and paraphrases for the encoder chapters.
+- ``fastpath``: PyTorch's nested-tensor encoder fast path (what BetterTransformer ran).
+- ``quant``: bitsandbytes opened up: where the bytes go, LLM.int8() by hand.
+- ``placement``: memory budgets, where ``device_map`` put each layer, several GPUs.
+- ``speed``: decode modes against the speed of light, the roofline.
+- ``recommend``: the Pareto front and a recommender over measured tables.
+- ``training``: LoRA training on the workbook's own prose, padded or packed.
 """
 
 __version__ = "0.1.0"

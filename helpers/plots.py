@@ -14,7 +14,9 @@ import math
 from collections import Counter
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
+from IPython.display import clear_output, display
 
 
 class LivePlot:
@@ -24,7 +26,7 @@ class LivePlot:
     ``sol=True``: beside each line, a dashed line of what the card could do for the same points (its
     speed of light: bytes over bandwidth for decode, FLOPs over peak for prefill and forward passes),
     and each point labelled with the fraction it reached. Needs rows measured with ``sol=`` (they carry
-    ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``measure.against_sol``).
+    ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``workload.against_sol``).
     """
 
     def __init__(self, x: str, y: str, color: str | list[str] | None = None, *, title: str = "",
@@ -114,7 +116,6 @@ class LivePlot:
     # ---- display
     def show(self) -> "LivePlot":
         """Display the figure now; later ``add`` calls update it in place."""
-        from IPython.display import display
 
         self._handle = display(mime_bundle(self.figure()), raw=True, display_id=True)
         return self
@@ -125,7 +126,6 @@ class LivePlot:
 
     def _redraw(self) -> None:
         if self._output is not None:
-            from IPython.display import clear_output, display
 
             with self._output:
                 clear_output(wait=True)
@@ -191,8 +191,6 @@ def facet_bars(df: pd.DataFrame, x: str, y: str, color: str, facet: str, title: 
     """Grouped bars of ``y`` by ``x`` and ``color``, one panel per value of ``facet`` (e.g. a workload).
 
     Rows that did not run (OOM, unsupported) keep their place: an empty bar labelled with the status."""
-    import plotly.express as px
-
     d = df.copy()
     ok = (d.get("status", "ok") == "ok") & d[y].notna()
     d["label"] = [f"{v:.3g}" if good else str(st) for v, good, st in zip(d[y], ok, d.get("status", ["ok"] * len(d)))]

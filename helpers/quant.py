@@ -6,8 +6,8 @@
 - ``outlier_activations`` and ``int8_matmul``: the LLM.int8() algorithm in plain PyTorch, vector-wise
   absmax int8 with or without the mixed-precision decomposition of outlier features, and
   ``bnb_int8_linear`` for bitsandbytes' own layer (notebook 04).
-- ``placement``: where ``device_map="auto"`` put each layer under a ``max_memory`` budget
-  (notebooks 03, 04).
+- ``load_sized``: a model's size three ways (footprint, byte breakdown, allocator growth), notebooks 03-04.
+Where the bytes land under a memory budget is ``placement``'s subject.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import models
 from .errors import WorkbookError
+from .hardware import device_info, free_memory
 
 GIB = 2**30
 
@@ -134,16 +136,10 @@ def int8_matmul(x: torch.Tensor, weight: torch.Tensor, threshold: float | None =
     return out + (xq @ wq.T) * sx * sw.T
 
 
-def relative_error(got: torch.Tensor, reference: torch.Tensor) -> float:
-    """||got - reference|| / ||reference||, in float32."""
-    got, reference = got.detach().float(), reference.detach().float()
-    return float((got - reference).norm() / reference.norm())
-
-
 def bnb_int8_linear(linear: nn.Linear, threshold: float, device) -> nn.Module:
     """bitsandbytes' ``Linear8bitLt`` with ``linear``'s weights, quantized on ``device`` (inference form)."""
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # optional on machines without it: the error names the fix
     except ImportError as e:
         raise WorkbookError("bitsandbytes is not installed.", "Install the workbook's pinned set: ./workbook lab") from e
     layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
@@ -154,53 +150,11 @@ def bnb_int8_linear(linear: nn.Linear, threshold: float, device) -> nn.Module:
     return layer.to(device)
 
 
-# --------------------------------------------------------------------------- placement under a budget
-
-def placement(model) -> pd.DataFrame:
-    """Where ``device_map`` put the model: modules and bytes per device (GPU index, "cpu" or "disk")."""
-    dmap = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
-    rows: dict[str, list] = defaultdict(lambda: [0, 0])
-    modules = dict(model.named_modules())
-    for name, dev in dmap.items():
-        m = modules.get(name, model)
-        rows[str(dev)][0] += 1
-        rows[str(dev)][1] += sum(p.numel() * p.element_size() for p in m.parameters())
-    df = pd.DataFrame([{"device": d, "modules": n, "gib": b / GIB} for d, (n, b) in rows.items()])
-    df["share"] = df.gib / df.gib.sum()
-    return df
-
-
-
-def budget(gib: float | None, gpus: int | None = None) -> dict | None:
-    """``max_memory`` that caps the main device at ``gib`` GiB; what does not fit spills to the next tier
-    (GPU -> CPU RAM; on a CPU-only machine, CPU RAM -> disk). ``gpus``: spread over that many GPUs,
-    ``gib`` each. ``None``: no budget."""
-    if gib is None:
-        return None
-    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus and gpus > present:
-        raise WorkbookError(f"{gpus} GPUs asked for, {present} present.",
-                            f"Use gpus <= {present}, or run on a machine with more GPUs.")
-    if present:
-        n = gpus or 1
-        return {**{i: f"{gib:.3f}GiB" for i in range(n)}, "cpu": "200GiB"}
-    return {"cpu": f"{gib * 1024:.3f}MiB"}
-
-
-def placement_row(model) -> dict:
-    """``placement`` as one row: GiB on each device (``gib_cuda:0``, ``gib_cpu``, ``gib_disk``, ...)."""
-    p = placement(model)
-    return {f"gib_{d if d in ('cpu', 'disk') else f'cuda:{d}' if str(d).isdigit() else d}": g
-            for d, g in zip(p.device, p.gib)}
-
-
 def load_sized(name: str, **load_kwargs):
     """Load ``name`` with ``load_kwargs`` and measure its size three ways: transformers' footprint,
     the byte breakdown (quantization states included), and on a GPU the allocator's growth during
     loading. Returns (loaded, row, breakdown); free the model with ``models.unload`` when done."""
-    from . import environment, models
-
-    models.free_memory()
+    free_memory()
     cuda = torch.cuda.is_available()
     before = torch.cuda.memory_allocated() if cuda else 0
     loaded = models.load(name, **load_kwargs)
@@ -210,29 +164,5 @@ def load_sized(name: str, **load_kwargs):
     row = {**loaded.describe(), "footprint_gib": loaded.footprint_gib(), "breakdown_gib": b.gib.sum(),
            "allocated_gib": allocated, "bits_per_quantized_weight": bits_per_value(b),
            "high_precision_share": float(b[high].bytes.sum() / b.bytes.sum()), "load_s": loaded.load_s,
-           "device": environment.device_info().name}
+           "device": device_info().name}
     return loaded, row, b.assign(weights=row["weights"])
-
-
-def multi_gpu_rows(name: str, *, prompt_len: int = 512, new_tokens: int = 64, reps: int = 3) -> pd.DataFrame:
-    """bf16 on one GPU, then bf16, int8 and nf4 under a per-GPU budget of 60% of the bf16 weights, spread
-    by ``device_map="auto"`` over every GPU present: placement (GiB per device) and generation speed.
-    Needs two GPUs or more (notebooks 03 and 04; ``tools/multi_gpu.py`` runs it on its own)."""
-    from . import measure, models
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n < 2:
-        raise WorkbookError(f"{n} GPU(s) here; the multi-GPU run needs two or more.",
-                            "Run it on a machine with several GPUs, or read the saved result.")
-    rows = []
-    for label, opts, gpus in [("bf16, one GPU", {}, None), ("bf16", {}, n), ("int8", {"quant": "int8"}, n),
-                              ("nf4", {"quant": "nf4"}, n)]:
-        loaded = models.load(name, dtype="bf16", **opts, device_map="auto" if gpus else None,
-                             max_memory=budget(rows[0]["weights_gib"] * 0.6, gpus) if gpus else None)
-        r = measure.generate(loaded, 1, prompt_len, new_tokens, warmup=1, reps=reps)
-        rows.append({"setup": label, "gpus_used": len([d for d in set(loaded.model.hf_device_map.values())
-                                                       if str(d).isdigit() or str(d).startswith("cuda")]) if gpus else 1,
-                     "budget_per_gpu_gib": rows[0]["weights_gib"] * 0.6 if gpus else None,
-                     **placement_row(loaded.model), **r})
-        models.unload(loaded)
-    return pd.DataFrame(rows)

@@ -6,6 +6,8 @@ Both work on result tables as the sweeps write them (one row per measured combin
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from .errors import WorkbookError
@@ -16,7 +18,7 @@ NEEDED = ("status", "prefill_ms", "decode_ms_per_token", "batch_size", "prompt_l
 def _check(df: pd.DataFrame, memory: str = "peak_alloc_gib") -> pd.DataFrame:
     missing = [c for c in NEEDED + (memory,) if c not in df.columns]
     if missing:
-        raise WorkbookError(f"The table lacks {missing}.", "Pass rows written by measure.generate through measure.sweep.")
+        raise WorkbookError(f"The table lacks {missing}.", "Pass rows written by measure.generate through sweeps.run.")
     return df[df.status == "ok"].copy()
 
 
@@ -87,8 +89,6 @@ def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_token
 def budget_choices(df: pd.DataFrame, n: int = 6, memory: str = "peak_alloc_gib") -> list[float]:
     """Memory budgets worth offering for a measured table: just above each distinct measured peak (so every
     budget admits one more combination than the one below it), thinned to about ``n``, two significant digits."""
-    import math
-
     ok = _check(df, memory)
     peaks = sorted(ok[memory].dropna().unique())
     if not peaks:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import environment
+from . import registry
+from .errors import WorkbookError
+from .hardware import card_slug, device_info, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,15 +29,18 @@ def results_dir() -> Path:
 def path_for(name: str, card: str | None = None, shipped: bool = False) -> Path:
     """``results/<card>/<name>.csv``; ``card`` defaults to this machine's (``cpu``, ``nvidia-h100-80gb-hbm3``).
     ``shipped=True``: the repository's own ``results/`` (what the workbook ships), whatever ``$WORKBOOK_RESULTS`` says."""
-    return (ROOT / "results" if shipped else results_dir()) / (card or environment.card_slug()) / f"{name}.csv"
+    return (ROOT / "results" if shipped else results_dir()) / (card or card_slug()) / f"{name}.csv"
 
 
 def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None = None) -> Path:
-    """Write ``df`` and a metadata file (card, versions, date, profile) beside it; return the CSV path."""
+    """Write ``df`` and a metadata file (card, versions, date, profile) beside it; return the CSV path.
+
+    ``name`` must be registered (``registry.TABLES``) and ``df``/``meta`` must carry what the registry names."""
+    registry.check(name, df.columns, meta or {})
     path = path_for(name, card)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
-    info = {"card": environment.device_info().__dict__, "versions": environment.versions(),
+    info = {"card": device_info().__dict__, "versions": versions(),
             "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": len(df)}
     info.update(meta or {})
     path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
@@ -44,18 +49,28 @@ def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None
 
 def load(name: str, card: str | None = None, shipped: bool = False) -> pd.DataFrame:
     """Read a saved table back (``card=None``: this machine's; ``shipped``: see ``path_for``)."""
+    registry.table(name)
     path = path_for(name, card, shipped)
     if not path.exists():
         have = sorted(p.relative_to(results_dir()).as_posix() for p in results_dir().glob("*/*.csv"))
-        from .errors import WorkbookError
-
         raise WorkbookError(f"No saved results at {path}.", f"Run the notebook that makes them, or pick one of {have}.")
     return pd.read_csv(path)
 
 
 def meta(name: str, card: str | None = None, shipped: bool = False) -> dict:
     """The metadata saved with a table."""
+    load(name, card, shipped)  # the same checks and messages
     return json.loads(path_for(name, card, shipped).with_suffix(".json").read_text())
+
+
+def stored(name: str) -> tuple[pd.DataFrame, dict]:
+    """A table of the stored run that the workbook ships (``registry.STORED_CARD``) and its metadata."""
+    return load(name, registry.STORED_CARD, shipped=True), meta(name, registry.STORED_CARD, shipped=True)
+
+
+def chapter_tables(names, card: str | None = None) -> dict[str, pd.DataFrame]:
+    """The saved tables among ``names`` that exist for ``card`` (this machine's by default)."""
+    return {n: load(n, card) for n in names if path_for(n, card).exists()}
 
 
 def append_row(path, row: dict) -> None:

@@ -15,7 +15,12 @@ import time
 import pandas as pd
 import torch
 
-from . import environment, measure, models
+from . import measure, models, registry
+from .batches import make_batch
+from .ceilings import SpeedOfLight
+from .hardware import sync
+from .timing import peak_memory, time_callable
+from .workload import count_params, decode_step_bytes, kv_cache_bytes
 from .errors import WorkbookError
 
 MODES = ("dynamic", "static", "compiled", "compiled-loop")
@@ -41,10 +46,10 @@ class GreedyLoop:
     """
 
     def __init__(self, loaded: models.Loaded, batch_size: int, prompt_len: int, max_new_tokens: int):
-        from transformers import StaticCache
+        from transformers import StaticCache  # heavy: imported on first use
 
         self.loaded, self.model = loaded, loaded.model
-        self.batch = models.make_batch(loaded, batch_size, prompt_len)
+        self.batch = make_batch(loaded, batch_size, prompt_len)
         self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
         self.step = torch.compile(self.model, mode="reduce-overhead", fullgraph=False, dynamic=False)
         self.positions = [torch.full((batch_size, 1), prompt_len + i, dtype=torch.long, device=loaded.device)
@@ -75,11 +80,11 @@ def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
     try:
         t0 = time.perf_counter()
         tokens = loop(new_tokens)
-        environment.sync(dev)
+        sync(dev)
         first = time.perf_counter() - t0
-        prefill = measure.time_callable(lambda: loop(1), device=dev, warmup=1, reps=reps)
-        full = measure.time_callable(lambda: loop(new_tokens), device=dev, warmup=1, reps=reps)
-        mem = measure.peak_memory(lambda: loop(new_tokens), device=dev)
+        prefill = time_callable(lambda: loop(1), device=dev, warmup=1, reps=reps)
+        full = time_callable(lambda: loop(new_tokens), device=dev, warmup=1, reps=reps)
+        mem = peak_memory(lambda: loop(new_tokens), device=dev)
         with torch.inference_mode(), loaded.context():
             reference = loaded.model.generate(**loop.batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                               do_sample=False, pad_token_id=loaded.model.config.pad_token_id or 0)
@@ -93,7 +98,7 @@ def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
 
 
 def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len: int, new_tokens: int,
-           sol: environment.SpeedOfLight | None = None, reps: int = 3) -> dict:
+           sol: SpeedOfLight | None = None, reps: int = 3) -> dict:
     """Greedy decode in mode ``mode`` (see ``MODES``), measured as ``measure.generate`` does.
 
     ``compiled`` is transformers' own path: ``generate`` with a static cache compiles the decode step itself where
@@ -121,14 +126,14 @@ def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len:
         if why_not:
             raise WorkbookError(f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model.")
         compiled_by = "generate"
-    batch = models.make_batch(loaded, batch_size, prompt_len)
+    batch = make_batch(loaded, batch_size, prompt_len)
     pad = loaded.model.config.pad_token_id
     try:
         t0 = time.perf_counter()
         with torch.inference_mode(), loaded.context():
             loaded.model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                   pad_token_id=pad if pad is not None else 0, **kwargs)
-        environment.sync(loaded.device)
+        sync(loaded.device)
         first = time.perf_counter() - t0
         row = measure.generate(loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs)
     finally:
@@ -146,11 +151,11 @@ def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> 
     Bandwidth bound: each step reads the weights once and each sequence's KV cache (``context_len`` positions);
     compute bound: 2 FLOPs per parameter per token at the card's peak. ``limited_by`` says which one binds.
     """
-    weights = measure.decode_step_bytes(model)
-    flops_per_token = 2 * measure.count_params(model)
+    weights = decode_step_bytes(model)
+    flops_per_token = 2 * count_params(model)
     rows = []
     for b in batches:
-        step_bytes = weights + measure.kv_cache_bytes(model, b, context_len)
+        step_bytes = weights + kv_cache_bytes(model, b, context_len)
         bw = b * gbs * 1e9 / step_bytes
         compute = tflops * 1e12 / flops_per_token
         rows.append({"batch_size": b, "bandwidth_bound_tok_s": bw, "compute_bound_tok_s": compute,
@@ -158,13 +163,14 @@ def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> 
     return pd.DataFrame(rows)
 
 
-def sol_summary(tables: dict[str, pd.DataFrame], labels: dict[str, str]) -> pd.DataFrame:
+def sol_summary(tables: dict[str, pd.DataFrame], labels: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per technique in saved result tables: the best share of the speed of light it reached.
 
     Decode tables (with ``decode_gbs``) count against bandwidth, forward and prefill tables against arithmetic.
     Rows are grouped by what the table varies (decode mode, weights, attention path); ``at`` says which
-    measurement reached the best share.
+    measurement reached the best share. ``labels``: the registry's (``registry.sol_tables``) by default.
     """
+    labels = registry.sol_tables() if labels is None else labels
     out = []
     for name, df in tables.items():
         ok = df[df.get("status", "ok") == "ok"] if "status" in df else df

@@ -4,6 +4,10 @@ Lengths range from a few words to a long paragraph, so a padded batch of them ha
 most rows are much shorter than the longest. ``PARAPHRASES`` holds pairs that mean the same thing.
 """
 
+import math
+
+import torch
+
 SENTENCES = [
     "The cat sat on the mat.",
     "It is raining again.",
@@ -69,8 +73,6 @@ def encode(tokenizer, sentences: list[str], pad_share: float | None = None, devi
     ``seq_len`` fixes the padded length instead: see ``encode_to_length``.
     Returns the batch (tensors on ``device``) with ``real_tokens`` and ``pad_share`` (the actual share).
     """
-    import math
-
     if seq_len is not None:
         return encode_to_length(tokenizer, len(sentences), seq_len, pad_share or 0.0, device)
     natural = tokenizer(sentences, padding=True, return_tensors="pt")
@@ -90,8 +92,6 @@ def encode_to_length(tokenizer, n: int, seq_len: int, pad_share: float = 0.0, de
     of all positions is padding, as when short queries share a batch with one long document.
     Rows are consecutive sentences of ``SENTENCES`` joined; same result shape as ``encode``.
     """
-    import torch
-
     if not 0 <= pad_share < 1:
         raise ValueError(f"pad_share must be in [0, 1), not {pad_share}")
     text = " ".join(SENTENCES[start:] + SENTENCES[:start])

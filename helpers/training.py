@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 
 from .errors import WorkbookError
+from .hardware import sync
+from .timing import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +122,7 @@ def prepare(model, lora=None, checkpointing: bool = True):
     ``checkpointing``: recompute activations in the backward pass instead of keeping them.
     """
     if getattr(model, "is_quantized", False):
-        from peft import prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training  # heavy: imported on first use
 
         if lora is None:
             raise WorkbookError("Quantized weights cannot be trained directly.",
@@ -191,9 +193,6 @@ def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr
     Real tokens are the positions with a label (padding and each document's first token have none), so padded
     and packed batches compare on the work that matters (notebook 06).
     """
-    from . import environment
-    from .measure import Timing
-
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -210,13 +209,13 @@ def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr
     for i in range(warmup):
         step(i)
     if dev.type == "cuda":
-        environment.sync(dev)
+        sync(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
     for i in range(warmup, warmup + steps):
         t0 = time.perf_counter()
         step(i)
-        environment.sync(dev)
+        sync(dev)
         times.append((time.perf_counter() - t0) * 1e3)
     model.eval()
     used = [batches[i % len(batches)] for i in range(warmup, warmup + steps)]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import WorkbookError
+
 
 @dataclass(frozen=True)
 class AttentionVariant:
@@ -60,13 +62,19 @@ class WeightFormat:
     """How the weights are stored.
 
     ``quant`` is ``None`` (plain floating point), ``"int8"`` (LLM.int8), ``"fp4"`` or ``"nf4"``.
-    ``double_quant`` also quantizes the 4-bit quantization constants.
+    ``double_quant`` also quantizes the 4-bit quantization constants. ``dtype`` is the dtype of a plain format
+    (``None`` for quantized ones: what stays unquantized takes the chapter's half precision).
+    ``models.load(name, weights=...)`` turns a format into load options.
     """
 
     name: str
     quant: str | None
     double_quant: bool
     description: str
+
+    @property
+    def dtype(self) -> str | None:
+        return self.name if self.quant is None else None
 
 
 WEIGHTS: dict[str, WeightFormat] = {
@@ -84,6 +92,13 @@ WEIGHTS: dict[str, WeightFormat] = {
 
 QUANT_MODES = (None, "int8", "fp4", "nf4")
 
+
+def weight_format(name: str) -> WeightFormat:
+    """Look up a weight format by its workbook name, with a clear error for a typo."""
+    if name not in WEIGHTS:
+        raise WorkbookError(f"Unknown weight format {name!r}.", f"Use one of {list(WEIGHTS)}.")
+    return WEIGHTS[name]
+
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
@@ -93,8 +108,6 @@ DTYPES: dict[str, torch.dtype] = {
 
 def dtype_of(name: str | torch.dtype) -> torch.dtype:
     """``"bf16"`` -> ``torch.bfloat16``; a ``torch.dtype`` passes through."""
-    from .errors import WorkbookError
-
     if isinstance(name, torch.dtype):
         return name
     aliases = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32"}
@@ -114,8 +127,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def attention_variant(name: str) -> AttentionVariant:
     """Look up an attention path by its workbook name, with a clear error for a typo."""
-    from .errors import WorkbookError
-
     if name not in ATTENTION:
         raise WorkbookError(f"Unknown attention path {name!r}.", f"Use one of {list(ATTENTION)}.")
     return ATTENTION[name]

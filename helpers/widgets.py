@@ -12,9 +12,12 @@ import traceback
 from typing import Callable, Iterable, Sequence
 
 import ipywidgets as W
+from IPython.display import display
 
 from .errors import WorkbookError
+from .hardware import free_memory
 from .plots import LivePlot
+from .sweeps import is_oom
 
 
 class ControlPanel:
@@ -113,8 +116,6 @@ class ControlPanel:
             self.errors.append(str(e))
             self._show(f"<b>{html.escape(e.problem)}</b><br>Fix: {html.escape(e.fix)}", "crimson")
         except Exception as e:  # noqa: BLE001 - shown in the panel, never fatal to the kernel
-            from .measure import is_oom
-            from .models import free_memory
 
             free_memory()
             kind = "Out of memory" if is_oom(e) else type(e).__name__
@@ -126,6 +127,5 @@ class ControlPanel:
             self.button.disabled = False
 
     def _ipython_display_(self):
-        from IPython.display import display
 
         display(self.box)

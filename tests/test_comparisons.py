@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import environment, measure, models, tables
+from helpers import checks, measure, probes, profiles, sweeps, tables
 
 
 def test_speedup_table_uses_only_measured_points():
@@ -25,22 +25,22 @@ def test_no_available_kernel_is_recorded_as_unsupported():
     def refuse(p):
         raise RuntimeError("No available kernel. Aborting execution.")
 
-    df = measure.sweep([{"i": 0}], refuse)
+    df = sweeps.run([{"i": 0}], refuse)
     assert df.status[0] == "unsupported" and "No available kernel" in df.error[0]
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa-math", "sdpa-flash"])
 def test_kernel_agreement_with_float64(attention):
-    if environment.attention_problem(attention, torch.float32):
+    if probes.attention_problem(attention, torch.float32):
         pytest.skip(f"{attention} does not run here")
-    fp32 = measure.kernel_agreement(attention, torch.float32, heads=2, seq_len=64, head_dim=32)
-    bf16 = measure.kernel_agreement(attention, torch.bfloat16, heads=2, seq_len=64, head_dim=32)
+    fp32 = checks.kernel_agreement(attention, torch.float32, heads=2, seq_len=64, head_dim=32)
+    bf16 = checks.kernel_agreement(attention, torch.bfloat16, heads=2, seq_len=64, head_dim=32)
     assert fp32["rel_l2_error_vs_float64"] < 1e-5
     assert 1e-4 < bf16["rel_l2_error_vs_float64"] < 1e-2  # bf16 rounding is visible, and small
 
 
 def test_model_agreement_between_paths(tiny):
-    row = measure.agreement(tiny, "sdpa", seq_len=32, pad_fraction=0.25)
+    row = checks.agreement(tiny, "sdpa", seq_len=32, pad_fraction=0.25)
     assert row["rel_l2_error"] < 1e-5 and tiny.request.attention == "sdpa"
 
 
@@ -55,14 +55,14 @@ def test_packing_is_exact_and_concatenation_leaks(tiny):
 
 
 def test_flash_path_names_what_runs():
-    name, label = environment.flash_path(torch.float32)
+    name, label = probes.flash_path(torch.float32)
     assert name in ("fa2", "sdpa-flash", "sdpa")
     if not torch.cuda.is_available():
         assert name == "sdpa-flash" and "not installed" in label and "CPU" in label
 
 
 def test_profiles_list_the_architectures_to_compare():
-    for name in environment.PROFILES:
-        p = environment.profile(name)
+    for name in profiles.PROFILES:
+        p = profiles.profile(name)
         assert len(p.decoders) == 2 and p.memory_seq_lens == sorted(p.memory_seq_lens)
         assert p.short_seq < p.long_seq and p.sweep_reps >= 3

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import environment
+from helpers import ceilings, environment, hardware, probes, profiles
 from helpers.errors import WorkbookError
 
 
@@ -11,11 +11,11 @@ def test_report_on_this_machine():
     assert rep.versions["torch"] and rep.versions["transformers"]
     frame = rep.to_frame()
     assert "device.name" in frame.index and "version.bitsandbytes" in frame.index
-    assert set(rep.attention.attention) == set(environment.variants.ATTENTION)
+    assert set(rep.attention.attention) == set(probes.variants.ATTENTION)
 
 
 def test_attention_capabilities_come_from_running():
-    table = environment.attention_support().set_index("attention")
+    table = probes.attention_support().set_index("attention")
     assert table.loc["eager", "runs_here"] and table.loc["sdpa", "runs_here"]
     assert table.loc["sdpa-math", "runs_here"]
     if not torch.cuda.is_available():
@@ -28,26 +28,26 @@ def test_attention_capabilities_come_from_running():
 def test_sdpa_probe_reports_no_kernel_for_float32_flash_on_gpu():
     if not torch.cuda.is_available():
         pytest.skip("the float32 refusal of the flash kernel is a CUDA behaviour")
-    ok, why = environment.sdpa_backend_runs("FLASH_ATTENTION", torch.float32)
+    ok, why = probes.sdpa_backend_runs("FLASH_ATTENTION", torch.float32)
     assert not ok and why
 
 
 def test_quantization_modes_run_on_this_device():
-    table = environment.quantization_support().set_index("quant")
+    table = probes.quantization_support().set_index("quant")
     assert list(table.index) == ["int8", "fp4", "nf4"]
     assert table.runs_here.all(), table.detail.to_dict()  # bitsandbytes 0.50 runs all three on a CPU too
 
 
 def test_missing_bitsandbytes_names_the_fix(monkeypatch):
-    real = environment.importlib.util.find_spec
-    monkeypatch.setattr(environment.importlib.util, "find_spec",
+    real = probes.importlib.util.find_spec
+    monkeypatch.setattr(probes.importlib.util, "find_spec",
                         lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
-    environment._quant_runs.cache_clear()
+    probes._quant_runs.cache_clear()
     try:
-        problem = environment.quantization_problem("nf4")
+        problem = probes.quantization_problem("nf4")
         assert "pip install bitsandbytes" in problem
     finally:
-        environment._quant_runs.cache_clear()
+        probes._quant_runs.cache_clear()
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -58,47 +58,45 @@ def test_missing_bitsandbytes_names_the_fix(monkeypatch):
     ("NVIDIA A100-SXM4-80GB", (312.0, 2039.0)),
 ])
 def test_datasheet_lookup(name, expected):
-    assert environment.datasheet(name)[:2] == expected
+    assert ceilings.datasheet(name)[:2] == expected
 
 
 def test_unknown_card_has_no_datasheet():
-    assert environment.datasheet("Imaginary Card 9000") is None
+    assert ceilings.datasheet("Imaginary Card 9000") is None
 
 
 def test_measured_peaks_are_positive_and_plausible():
-    tflops, gbs = environment.measure_peaks(size=256, reps=3)
+    tflops, gbs = ceilings.measure_peaks(size=256, reps=3)
     assert 0 < tflops < 5000 and 0 < gbs < 20000
 
 
 def test_profile_from_hardware_and_override(monkeypatch):
-    auto = environment.profile()
+    auto = profiles.profile()
     assert auto.name == ("cpu" if not torch.cuda.is_available() else auto.name)
-    assert environment.profile("large-gpu").decoder == "llama-2-7b"
+    assert profiles.profile("large-gpu").decoder == "llama-2-7b"
     monkeypatch.setenv("WORKBOOK_PROFILE", "small-gpu")
-    assert environment.profile().name == "small-gpu"
+    assert profiles.profile().name == "small-gpu"
     with pytest.raises(WorkbookError, match="Unknown profile"):
-        environment.profile("huge")
+        profiles.profile("huge")
 
 
 def test_card_slug():
-    info = environment.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 1, 79.2, "9.0", True, "x86_64", 16)
-    assert environment.card_slug(info) == "nvidia-h100-80gb-hbm3"
+    info = hardware.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 1, 79.2, "9.0", True, "x86_64", 16)
+    assert hardware.card_slug(info) == "nvidia-h100-80gb-hbm3"
 
 
 def test_dtype_choices_start_with_the_profile_default():
-    from helpers import environment
-
-    choices = environment.dtype_choices()
-    assert choices[0] == environment.profile().dtype
+    choices = hardware.dtype_choices()
+    assert choices[0] == profiles.profile().dtype
     assert "fp32" in choices and len(set(choices)) == len(choices)
 
 
 @pytest.mark.parametrize("memory,bf16,name,dtype", [(79.2, True, "large-gpu", "bf16"), (15.0, False, "small-gpu", "fp16"),
                                                     (24.0, True, "small-gpu", "bf16")])
 def test_profile_fits_the_card(monkeypatch, memory, bf16, name, dtype):
-    card = environment.DeviceInfo("cuda", "a card", 1, memory, "7.5", bf16, "x86_64", 8)
-    monkeypatch.setattr(environment, "device_info", lambda: card)
-    p = environment.profile()
+    card = hardware.DeviceInfo("cuda", "a card", 1, memory, "7.5", bf16, "x86_64", 8)
+    monkeypatch.setattr(profiles, "device_info", lambda: card)
+    p = profiles.profile()
     assert (p.name, p.dtype) == (name, dtype)
     assert str(memory) in p.reason
     if not bf16:
@@ -109,4 +107,4 @@ def test_profile_fits_the_card(monkeypatch, memory, bf16, name, dtype):
 def test_a_bad_memory_cap_names_the_fix(monkeypatch, value):
     monkeypatch.setenv("WORKBOOK_GPU_MEMORY_GIB", value)
     with pytest.raises(WorkbookError, match="WORKBOOK_GPU_MEMORY_GIB"):
-        environment.gpu_memory_cap()
+        hardware.gpu_memory_cap()

@@ -2,12 +2,12 @@ import pytest
 import torch
 from transformers import BitsAndBytesConfig
 
-from helpers import legacy, models
+from helpers import checkpoints, legacy, models
 from helpers.errors import WorkbookError
 
 
 def test_old_kwargs_really_fail_today():
-    fails = legacy.old_api_fails(str(models.materialize("llama-2-7b-tiny")))
+    fails = legacy.old_api_fails(str(checkpoints.materialize("llama-2-7b-tiny")))
     for key in ("use_flash_attention_2", "load_in_4bit", "load_in_8bit"):
         assert fails[key].startswith("TypeError"), fails
     assert fails["to_bettertransformer"].startswith("AttributeError")
@@ -48,7 +48,7 @@ def test_4bit_and_8bit_together_is_refused():
 
 
 def test_translated_kwargs_load_for_real():
-    path = str(models.materialize("llama-2-7b-tiny"))
+    path = str(checkpoints.materialize("llama-2-7b-tiny"))
     model, t = legacy.from_pretrained(path, load_in_4bit=True, torch_dtype=torch.bfloat16, use_flash_attention_2=False)
     counts = models.quantized_layers(model)
     assert counts["Linear4bit/fp4"] == 14  # the 2023 default 4-bit type was fp4, and still is

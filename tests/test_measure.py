@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import environment, measure, models, results
+from helpers import ceilings, hardware, measure, results, sweeps, timing, workload
 from helpers.errors import WorkbookError
 
 
 def test_timer_on_a_workload_of_known_duration():
-    t = measure.time_callable(lambda: time.sleep(0.02), device="cpu", warmup=1, reps=7)
+    t = timing.time_callable(lambda: time.sleep(0.02), device="cpu", warmup=1, reps=7)
     assert len(t.samples_ms) == 7
     assert 19.5 <= t.median_ms <= 35, t.samples_ms
     assert t.quantile_ms(0.1) <= t.median_ms <= t.quantile_ms(0.9)
@@ -20,28 +20,28 @@ def test_timer_on_a_workload_of_known_duration():
 
 def test_timer_counts_warmup_calls_separately():
     calls = []
-    measure.time_callable(lambda: calls.append(1), device="cpu", warmup=3, reps=4)
+    timing.time_callable(lambda: calls.append(1), device="cpu", warmup=3, reps=4)
     assert len(calls) == 7
     with pytest.raises(WorkbookError):
-        measure.time_callable(lambda: None, device="cpu", reps=0)
+        timing.time_callable(lambda: None, device="cpu", reps=0)
 
 
 def test_memory_peak_is_nan_on_cpu_not_a_guess():
-    peak = measure.peak_memory(lambda: torch.ones(10), device="cpu")
+    peak = timing.peak_memory(lambda: torch.ones(10), device="cpu")
     assert all(pd.isna(v) for v in peak.summary().values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="allocator peaks exist on CUDA only")
 def test_memory_peak_sees_a_known_allocation():
-    peak = measure.peak_memory(lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda")
+    peak = timing.peak_memory(lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda")
     assert peak.above_before_gib == pytest.approx(0.25, abs=0.01)
 
 
 def test_is_oom_recognises_a_real_allocation_failure():
     with pytest.raises(RuntimeError) as err:
         torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: no machine has it
-    assert measure.is_oom(err.value)
-    assert not measure.is_oom(ValueError("shape mismatch"))
+    assert sweeps.is_oom(err.value)
+    assert not sweeps.is_oom(ValueError("shape mismatch"))
 
 
 def test_sweep_records_oom_and_goes_on(tmp_path):
@@ -56,7 +56,7 @@ def test_sweep_records_oom_and_goes_on(tmp_path):
 
     seen = []
     path = tmp_path / "partial.csv"
-    df = measure.sweep([{"size": s} for s in ["small", "huge", "bad", "bug", "last"]], measure_one,
+    df = sweeps.run([{"size": s} for s in ["small", "huge", "bad", "bug", "last"]], measure_one,
                        on_row=seen.append, save_to=path)
     assert list(df.status) == ["ok", "OOM", "unsupported", "error", "ok"]
     assert "allocate" in df.error[1] and "KeyError" in df.error[3]
@@ -73,7 +73,7 @@ def test_sweep_keeps_measured_points_when_interrupted():
         return {"y": p["i"]}
 
     with pytest.raises(KeyboardInterrupt):
-        measure.sweep([{"i": i} for i in range(4)], measure_one, rows=rows)
+        sweeps.run([{"i": i} for i in range(4)], measure_one, rows=rows)
     assert [r["y"] for r in rows] == [0, 1]
 
 
@@ -82,12 +82,12 @@ def test_a_failing_plot_does_not_lose_the_row():
         raise RuntimeError("plot broke")
 
     with pytest.warns(UserWarning, match="row is kept"):
-        df = measure.sweep([{"i": 1}], lambda p: {"y": 2}, on_row=broken_plot)
+        df = sweeps.run([{"i": 1}], lambda p: {"y": 2}, on_row=broken_plot)
     assert df.y.tolist() == [2]
 
 
 def test_forward_row(tiny):
-    sol = environment.SpeedOfLight(1.0, 10.0, "test")
+    sol = ceilings.SpeedOfLight(1.0, 10.0, "test")
     row = measure.forward(tiny, 2, 32, warmup=1, reps=3, sol=sol)
     assert row["tokens"] == 64 and row["reps"] == 3 and row["latency_ms"] > 0
     assert row["tflops"] > 0 and row["sol_fraction_compute"] == pytest.approx(row["tflops"] / 1.0)
@@ -108,33 +108,39 @@ def test_generate_makes_exactly_the_tokens_asked(tiny):
 
 def test_flop_count_by_hand(tiny):
     cfg = tiny.model.config
-    n = measure.count_params(tiny.model)
+    n = workload.count_params(tiny.model)
     # the embedding table is excluded, the lm_head (untied) is a matmul and counts
     emb = cfg.vocab_size * cfg.hidden_size
     assert n == sum(p.numel() for p in tiny.model.parameters()) - emb
     b, s = 2, 32
     attn = 4 * b * s * s * cfg.hidden_size * cfg.num_hidden_layers * 0.5
-    assert measure.forward_flops(tiny.model, b, s) == 2 * n * b * s + attn
+    assert workload.forward_flops(tiny.model, b, s) == 2 * n * b * s + attn
 
 
 def test_kv_cache_bytes(tiny):
     cfg = tiny.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    assert measure.kv_cache_bytes(tiny.model, 3, 10) == 2 * cfg.num_hidden_layers * 3 * 10 * cfg.num_key_value_heads * head_dim * 4
+    assert workload.kv_cache_bytes(tiny.model, 3, 10) == 2 * cfg.num_hidden_layers * 3 * 10 * cfg.num_key_value_heads * head_dim * 4
 
 
 def test_results_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
     df = pd.DataFrame([{"attention": "sdpa", "latency_ms": 1.5}, {"attention": "eager", "latency_ms": 3.0}])
-    path = results.save(df, "unit", meta={"profile": "cpu"})
-    assert path.parent.name == environment.card_slug()
-    back = results.load("unit")
+    path = results.save(df, "01_backends", meta={"profile": "cpu"})
+    assert path.parent.name == hardware.card_slug()
+    back = results.load("01_backends")
     pd.testing.assert_frame_equal(back, df)
-    meta = results.meta("unit")
+    meta = results.meta("01_backends")
     assert meta["profile"] == "cpu" and meta["rows"] == 2 and meta["versions"]["torch"]
-    assert results.saved().name.tolist() == ["unit"]
+    assert results.saved().name.tolist() == ["01_backends"]
     with pytest.raises(WorkbookError, match="No saved results"):
-        results.load("missing")
+        results.load("01_memory")
+    with pytest.raises(WorkbookError, match="registered"):
+        results.save(df, "unit", meta={"profile": "cpu"})
+    with pytest.raises(WorkbookError, match="key columns"):
+        results.save(df.drop(columns="attention"), "01_backends", meta={"profile": "cpu"})
+    with pytest.raises(WorkbookError, match="metadata"):
+        results.save(df, "01_backends", meta={})
 
 
 def test_append_row_grows_columns(tmp_path):
@@ -152,7 +158,7 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
     def point(p):
         return measure.forward(tiny, p["batch_size"], p["seq_len"], warmup=0, reps=1)
 
-    df = measure.sweep([{"batch_size": 2**14, "seq_len": 4096}, {"batch_size": 1, "seq_len": 16}], point)
+    df = sweeps.run([{"batch_size": 2**14, "seq_len": 4096}, {"batch_size": 1, "seq_len": 16}], point)
     assert df.status.tolist() == ["OOM", "ok"], df.error.tolist()
     assert "allocate" in df.error[0]
 
@@ -163,7 +169,7 @@ def test_sweep_explains_no_available_kernel_with_pytorchs_reasons_and_passes_oth
         warnings.warn(f"an unrelated warning {p['a']}", UserWarning)
         raise RuntimeError("No available kernel. Aborting execution.")
 
-    df = measure.sweep([{"a": 1}, {"a": 1}], refused)
+    df = sweeps.run([{"a": 1}, {"a": 1}], refused)
     assert (df.status == "unsupported").all()
     assert df.error.str.contains("Memory efficient kernel not used because: some reason").all()
     passed_on = [str(w.message) for w in recwarn if "unrelated" in str(w.message)]

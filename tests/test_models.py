@@ -1,28 +1,29 @@
 import json
 import os
+import time
 
 import pytest
 import torch
 
-from helpers import catalog, environment, models
+from helpers import batches, catalog, checkpoints, hardware, models, probes, verification
 from helpers.errors import WorkbookError
 
 TINY = [n for n in catalog.ENTRIES if n.endswith("-tiny")]
 
 
 def test_materialize_writes_a_real_checkpoint_once():
-    folder = models.materialize("opt-350m-tiny")
+    folder = checkpoints.materialize("opt-350m-tiny")
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
     assert (folder / "tokenizer.json").exists()
-    marker = json.loads((folder / models.MARKER).read_text())
+    marker = json.loads((folder / checkpoints.MARKER).read_text())
     assert marker["weights"].startswith("random") and marker["params"] > 0
     stamp = os.path.getmtime(folder / "model.safetensors")
-    assert models.materialize("opt-350m-tiny") == folder
+    assert checkpoints.materialize("opt-350m-tiny") == folder
     assert os.path.getmtime(folder / "model.safetensors") == stamp, "a cached model is not rebuilt"
 
 
 def test_byte_tokenizer_round_trips_any_text():
-    tok = models.byte_tokenizer()
+    tok = checkpoints.byte_tokenizer()
     text = "Flash attention, naïve — 4-bit ✓"
     ids = tok(text)["input_ids"]
     assert tok.decode(ids) == text and max(ids) < 300
@@ -34,7 +35,7 @@ def test_every_tiny_model_loads_in_every_dtype(name, dtype):
     attention = "eager" if name.startswith("bloom") else "sdpa"
     loaded = models.load(name, dtype=dtype, attention=attention, strict=True)
     assert loaded.verification.ok
-    batch = models.make_batch(loaded, 2, 16)
+    batch = batches.make_batch(loaded, 2, 16)
     if loaded.model.config.is_encoder_decoder:  # T5: the decoder reads its own copy of the tokens
         batch["decoder_input_ids"] = batch["input_ids"]
     with torch.inference_mode():
@@ -44,10 +45,10 @@ def test_every_tiny_model_loads_in_every_dtype(name, dtype):
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "sdpa-flash", "sdpa-math", "flex"])
 def test_every_attention_path_the_cpu_runs(attention):
-    if environment.attention_problem(attention, torch.float32):
+    if probes.attention_problem(attention, torch.float32):
         pytest.skip(f"{attention} does not run on this machine")
     loaded = models.load("llama-2-7b-tiny", dtype="fp32", attention=attention, strict=True)
-    batch = models.make_batch(loaded, 2, 32)
+    batch = batches.make_batch(loaded, 2, 32)
     with torch.inference_mode(), loaded.context():
         logits = loaded.model(**batch).logits
     ref = models.load("llama-2-7b-tiny", dtype="fp32", attention="eager")
@@ -69,7 +70,7 @@ def test_every_quantization_mode(quant, double_quant, layer):
     plain = models.load("llama-2-7b-tiny", dtype="bf16", attention="sdpa")
     assert loaded.footprint_gib() < plain.footprint_gib()
     with torch.inference_mode():
-        out = loaded.model(**models.make_batch(loaded, 1, 16)).logits
+        out = loaded.model(**batches.make_batch(loaded, 1, 16)).logits
     assert torch.isfinite(out).all()
 
 
@@ -124,16 +125,16 @@ def test_flash_kernel_in_float32_is_refused_with_the_dtype_fix(monkeypatch):
     # On a GPU the probe itself refuses float32; on a CPU (where PyTorch has a float32 flash kernel)
     # the refusal is simulated at the probe, and the message must still name the dtype fix.
     if not torch.cuda.is_available():
-        monkeypatch.setattr(environment, "attention_problem", lambda *a, **k: "No available kernel")
+        monkeypatch.setattr(probes, "attention_problem", lambda *a, **k: "No available kernel")
     with pytest.raises(WorkbookError) as err:
         models.load("llama-2-7b-tiny", dtype="fp32", attention="sdpa-flash")
     assert "dtype='bf16'" in err.value.fix
 
 
 def test_bf16_on_a_card_without_bf16_names_fp16(monkeypatch):
-    monkeypatch.setattr(environment, "device", lambda: torch.device("cuda:0"))
+    monkeypatch.setattr(models, "device", lambda: torch.device("cuda:0"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    monkeypatch.setattr(environment, "device_info", lambda: environment.DeviceInfo(
+    monkeypatch.setattr(models, "device_info", lambda: hardware.DeviceInfo(
         "cuda", "Tesla T4", 1, 14.6, "7.5", False, "x86_64", 4))
     with pytest.raises(WorkbookError, match="no bf16") as err:
         models.check_request(models.Request("llama-2-7b-tiny", "bf16", "sdpa"))
@@ -141,15 +142,24 @@ def test_bf16_on_a_card_without_bf16_names_fp16(monkeypatch):
 
 
 def test_local_folder_passes_straight_through():
-    folder = models.materialize("falcon-7b-tiny")
+    folder = checkpoints.materialize("falcon-7b-tiny")
     loaded = models.load(str(folder), dtype="fp32", attention="sdpa")
     assert loaded.source == "local" and loaded.verification.ok
 
 
-def test_hub_id_passes_through_and_fails_clearly_offline():
-    assert models.resolve("meta-llama/Llama-2-7b-hf") == ("meta-llama/Llama-2-7b-hf", "hub")
-    with pytest.raises(WorkbookError, match="hub access"):
+def test_hub_id_without_network_is_refused_in_seconds(monkeypatch):
+    # offline mode (set for the tests by conftest): no retries, the answer names the fix
+    t0 = time.perf_counter()
+    with pytest.raises(WorkbookError, match="HF_HUB_OFFLINE") as err:
         models.load("meta-llama/Llama-2-7b-hf", dtype="fp32")
+    assert time.perf_counter() - t0 < 5 and "catalog name" in err.value.fix
+    # online mode but no connection to the hub: the same quick refusal (the connection attempt is faked here)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(WorkbookError, match="no connection"):
+        checkpoints.resolve("meta-llama/Llama-2-7b-hf")
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda timeout_s=3.0: True)
+    assert checkpoints.resolve("meta-llama/Llama-2-7b-hf") == ("meta-llama/Llama-2-7b-hf", "hub")
 
 
 def test_real_encoder_gives_meaningful_embeddings():
@@ -165,12 +175,12 @@ def test_real_encoder_gives_meaningful_embeddings():
 
 
 def test_make_batch_padding_share(tiny):
-    batch = models.make_batch(tiny, 4, 100, pad_fraction=0.25)
+    batch = batches.make_batch(tiny, 4, 100, pad_fraction=0.25)
     share = 1 - batch["attention_mask"].float().mean().item()
     assert share == pytest.approx(0.25, abs=0.02)
     assert batch["attention_mask"][0].all()  # left padding, row 0 unpadded
     with pytest.raises(WorkbookError):
-        models.make_batch(tiny, 2, 10, pad_fraction=1.0)
+        batches.make_batch(tiny, 2, 10, pad_fraction=1.0)
 
 
 def test_peft_adapter_on_a_4bit_model_with_the_pinned_versions():
@@ -201,10 +211,10 @@ def test_falcon_cannot_switch_attention_in_place_and_the_slot_reloads_it():
 
 def test_pack_and_pad_batches():
     seqs = [torch.arange(4, 9), torch.arange(4, 6)]
-    padded = models.pad_batch(seqs, pad_id=0)
+    padded = batches.pad_batch(seqs, pad_id=0)
     assert padded["input_ids"].tolist() == [[4, 5, 6, 7, 8], [0, 0, 0, 4, 5]]
     assert padded["attention_mask"].sum().item() == 7
-    packed = models.pack_batch(seqs)
+    packed = batches.pack_batch(seqs)
     assert packed["input_ids"].tolist() == [[4, 5, 6, 7, 8, 4, 5]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1]]
 

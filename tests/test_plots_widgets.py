@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import measure, plots, widgets
+from helpers import plots, sweeps, widgets
 from helpers.errors import WorkbookError
 
 
@@ -101,7 +101,7 @@ def test_panel_survives_a_bug_and_shows_the_traceback():
 
 def test_panel_reports_rows_that_failed_in_a_sweep():
     def run(p):
-        return measure.sweep([{"batch_size": 1}], lambda q: torch.empty(2**50, dtype=torch.uint8))
+        return sweeps.run([{"batch_size": 1}], lambda q: torch.empty(2**50, dtype=torch.uint8))
 
     panel = _panel(lambda p: run(p).to_dict("records"))
     panel.click()

@@ -112,3 +112,93 @@ def test_readme_shows_a_screenshot_the_browser_tests_take():
         assert (width, height) == (1500, 1000), "the size of the browser tests' viewport"
     browser_tests = (ROOT / "tests" / "browser" / "test_jupyterlab.py").read_text()
     assert "viewport={\"width\": 1500, \"height\": 1000}" in browser_tests and "screenshot(" in browser_tests
+
+
+# --------------------------------------------------------------------------- structure
+
+HELPERS = ROOT / "helpers"
+MODULES = sorted(p.stem for p in HELPERS.glob("*.py") if p.stem != "__init__")
+
+
+def _helper_imports(path: Path) -> set[str]:
+    text = path.read_text()
+    deps = set(re.findall(r"^\s*from \.(\w+) import", text, re.M))
+    for names in re.findall(r"^\s*from \. import ([\w, ]+)", text, re.M):
+        deps |= {n.strip() for n in names.split(",")}
+    return deps
+
+
+def test_helpers_have_no_import_circle():
+    graph = {m: _helper_imports(HELPERS / f"{m}.py") for m in MODULES}
+    done, path = set(), []
+
+    def visit(m):
+        assert m not in path, f"import circle: {' -> '.join(path[path.index(m):] + [m])}"
+        if m in done:
+            return
+        path.append(m)
+        for d in graph.get(m, ()):
+            visit(d)
+        path.pop()
+        done.add(m)
+
+    for m in MODULES:
+        visit(m)
+
+
+def test_helper_modules_are_small_and_all_listed():
+    sizes = {m: len((HELPERS / f"{m}.py").read_text().splitlines()) for m in MODULES}
+    assert max(sizes.values()) <= 310, {m: n for m, n in sizes.items() if n > 310}
+    listed = set(re.findall(r"^- ``(\w+)``", (HELPERS / "__init__.py").read_text(), re.M))
+    assert listed == set(MODULES), f"helpers/__init__.py lists {sorted(listed ^ set(MODULES))} wrongly"
+
+
+def test_in_function_imports_say_why():
+    for m in MODULES:
+        for line in (HELPERS / f"{m}.py").read_text().splitlines():
+            if re.match(r"^\s{4,}(from \S+ )?import ", line):
+                assert "#" in line, f"{m}.py imports inside a function without saying why: {line.strip()}"
+
+
+def _code(path: Path) -> str:
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_sets_up_through_chapter(path):
+    code = _code(path)
+    assert len(re.findall(rf'environment\.chapter\("{path.name[:2]}"', code)) == 1, "one set-up: environment.chapter"
+    assert "sys.path" not in code, "the helpers are an installed package"
+    assert "models.Loaded(" not in code, "every model goes through models.load and its verification"
+    assert not re.search(r"profiles?\.profile\(|environment\.report\(", code), "the profile comes with the chapter"
+    sizes_by_hand = re.findall(r"[\[\d][^\n]{0,40}\bif gpu else\b", code)
+    assert not sizes_by_hand, f"sizes belong to the profile's chapter table: {sizes_by_hand}"
+    assert not re.search(r"\bLOAD\s*=", code), "weight formats come from variants.WEIGHTS (models.load(weights=...))"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_sizes_exist_for_every_profile(path):
+    from helpers import profiles
+
+    number = path.name[:2]
+    keys = [set(p.chapters[number]) for p in profiles.PROFILES.values()]
+    assert all(k == keys[0] for k in keys), f"every profile gives chapter {number} the same sizes"
+    for name in re.findall(r'ch\.take\(([^)]*)\)', _code(path).replace("\n", " ")):
+        for size in re.findall(r'"(\w+)"', name):
+            shared = size in ("decoder", "dtype", "half", "seq_lens", "long_seq", "short_seq", "new_tokens")
+            assert shared or size in keys[0], f"chapter {number} takes {size!r}, which no profile gives it"
+
+
+def test_every_saved_table_is_registered():
+    from helpers import registry
+
+    for path in NOTEBOOKS:
+        for name in re.findall(r'results\.save\(\w+, "(\w+)"', _code(path)):
+            assert registry.table(name).chapter == path.name[:2], (path.name, name)
+    for csv in sorted((ROOT / "results").glob("*/*.csv")):
+        import json
+
+        import pandas as pd
+
+        meta = json.loads(csv.with_suffix(".json").read_text())
+        registry.check(csv.stem, pd.read_csv(csv, nrows=1).columns, meta)

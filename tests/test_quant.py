@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import catalog, measure, models, quant
+from helpers import catalog, checks, measure, models, placement, quant, workload
 from helpers.errors import WorkbookError
 
 TINY = "llama-2-7b-tiny"
@@ -47,7 +47,7 @@ def test_outlier_decomposition_rescues_int8():
     clean, _ = quant.outlier_activations(32, 512, outliers=0, dtype=torch.float32)
     spiky, cols = quant.outlier_activations(32, 512, outliers=4, magnitude=60.0, dtype=torch.float32)
     assert (spiky[:, cols].abs().amax(0) > 6).all()
-    err = lambda x, t: quant.relative_error(quant.int8_matmul(x, w, t), x @ w.T)  # noqa: E731
+    err = lambda x, t: checks.relative_error(quant.int8_matmul(x, w, t), x @ w.T)  # noqa: E731
     assert err(clean, None) < 0.02
     assert err(spiky, 6.0) < err(spiky, None) / 5
     assert err(spiky, 1e9) == pytest.approx(err(spiky, None))  # a threshold nothing exceeds changes nothing
@@ -60,19 +60,19 @@ def test_bnb_int8_layer_halves_a_half_precision_layer():
 
 
 def test_budget_caps_the_main_device():
-    assert quant.budget(None) is None
+    assert placement.budget(None) is None
     if torch.cuda.is_available():
-        assert quant.budget(2.0)[0] == "2.000GiB"
+        assert placement.budget(2.0)[0] == "2.000GiB"
     else:
-        assert quant.budget(0.5) == {"cpu": "512.000MiB"}
+        assert placement.budget(0.5) == {"cpu": "512.000MiB"}
         with pytest.raises(WorkbookError, match="GPU"):
-            quant.budget(1.0, gpus=2)
+            placement.budget(1.0, gpus=2)
 
 
 def test_over_budget_model_spills_and_still_generates():
     full = models.load(TINY, dtype="fp32").footprint_gib()
-    loaded = models.load(TINY, dtype="fp32", device_map="auto", max_memory=quant.budget(full * 0.6))
-    where = quant.placement_row(loaded.model)
+    loaded = models.load(TINY, dtype="fp32", device_map="auto", max_memory=placement.budget(full * 0.6))
+    where = placement.placement_row(loaded.model)
     assert len(where) >= 2 and sum(where.values()) == pytest.approx(full, rel=0.05), where
     assert measure.generate(loaded, 1, 16, 3, warmup=0, reps=1)["decode_tok_s"] > 0
 
@@ -81,7 +81,7 @@ def test_multi_gpu_run_needs_two_gpus():
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has several GPUs")
     with pytest.raises(WorkbookError, match="two or more"):
-        quant.multi_gpu_rows(TINY)
+        placement.multi_gpu_rows(TINY)
 
 
 @pytest.mark.parametrize("name,billions", [("t5-11b", 11.307), ("bloom-3b", 3.003), ("llama-2-7b", 6.738)])
@@ -93,4 +93,4 @@ def test_encoder_decoder_generates_exactly_the_new_tokens():
     t5 = models.load("t5-11b-tiny", dtype="fp32", attention="sdpa")
     row = measure.generate(t5, 2, 16, 4, warmup=0, reps=1)
     assert row["new_tokens"] == 4 and row["decode_tok_s"] > 0
-    assert measure.decode_step_bytes(t5.model) < measure.weight_bytes(t5.model)
+    assert workload.decode_step_bytes(t5.model) < workload.weight_bytes(t5.model)

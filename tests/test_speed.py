@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import environment, models, speed
+from helpers import ceilings, models, speed
 from helpers.errors import WorkbookError
 
 
@@ -15,7 +15,7 @@ def tiny():
 
 @pytest.mark.parametrize("mode", [m for m in speed.MODES if m != "compiled"])
 def test_each_decode_mode_generates_and_reports_compile_time_apart(tiny, mode):
-    row = speed.decode(tiny, mode, prompt_len=16, new_tokens=4, reps=1, sol=environment.speed_of_light())
+    row = speed.decode(tiny, mode, prompt_len=16, new_tokens=4, reps=1, sol=ceilings.speed_of_light())
     assert row["mode"] == mode and row["decode_tok_s"] > 0 and row["first_call_s"] > 0
     assert row["compiled_by"] == ("torch.compile" if mode == "compiled-loop" else "")
     assert tiny.model.forward.__func__ is type(tiny.model).forward, "nothing compiled is left on the model"

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import models, recommend, training
+from helpers import batches, checkpoints, models, plots, recommend, training, widgets
 from helpers.errors import WorkbookError
 
 TINY = "llama-2-7b-tiny"
@@ -13,7 +13,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 @pytest.fixture(scope="module")
 def tok():
-    return models.byte_tokenizer()
+    return checkpoints.byte_tokenizer()
 
 
 def test_corpus_is_the_projects_own_prose():
@@ -39,7 +39,7 @@ def test_padded_and_packed_batches_hold_the_same_documents_differently(tok):
 def test_packed_documents_do_not_see_each_other(tok):
     loaded = models.load(TINY, dtype="fp32", attention="sdpa")
     a, b = torch.randint(4, 250, (40,)), torch.randint(4, 250, (24,))
-    packed = models.pack_batch([a, b])
+    packed = batches.pack_batch([a, b])
     with torch.inference_mode():
         together = loaded.model(**packed, use_cache=False).logits[0, 40:]
         alone = loaded.model(b[None], use_cache=False).logits[0]

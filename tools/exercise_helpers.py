@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from helpers import environment, measure, models, results  # noqa: E402
+from helpers import checkpoints, environment, measure, models, profiles, results, sweeps  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     pd.set_option("display.max_columns", 30)
 
     env = environment.report(measure=True)
-    prof = environment.profile(args.profile)
+    prof = profiles.profile(args.profile)
     print(env.to_frame().to_string())
     print(env.attention[["attention", "runs_here", "detail"]].to_string())
     print(env.quantization.to_string())
@@ -40,7 +40,7 @@ def main() -> None:
     reps = 3 if args.quick else prof.reps
 
     t0 = time.perf_counter()
-    models.materialize(prof.decoder)
+    checkpoints.materialize(prof.decoder)
     print(f"materialize {prof.decoder}: {time.perf_counter() - t0:.1f} s")
     loaded = models.load(prof.decoder, dtype=prof.dtype, attention="sdpa", strict=True)
     print(f"load {prof.decoder}: {loaded.load_s:.1f} s, {loaded.footprint_gib():.2f} GiB")
@@ -53,7 +53,7 @@ def main() -> None:
         loaded.switch_attention(p["attention"])
         return measure.forward(loaded, p["batch_size"], p["seq_len"], warmup=prof.warmup, reps=reps, sol=sol)
 
-    fwd = measure.sweep(points, forward, save_to=results.path_for("helpers_exercise_forward.partial"))
+    fwd = sweeps.run(points, forward, save_to=results.path_for("helpers_exercise_forward.partial"))
     results.save(fwd, "helpers_exercise_forward", meta={"profile": prof.name})
     cols = ["attention", "status", "latency_ms", "latency_p10_ms", "latency_p90_ms", "tflops",
             "sol_fraction_compute", "peak_alloc_gib", "above_weights_gib"]
@@ -78,7 +78,7 @@ def main() -> None:
             models.unload(q)
 
     qpoints = [{"quant": m, "double_quant": dq} for m, dq in [("int8", False), ("fp4", False), ("nf4", False), ("nf4", True)]]
-    quant = measure.sweep(qpoints, quantized)
+    quant = sweeps.run(qpoints, quantized)
     results.save(quant, "helpers_exercise_quant", meta={"profile": prof.name})
     cols = ["quant", "double_quant", "status", "weights_gib", "prefill_ms", "decode_tok_s", "decode_gbs",
             "peak_alloc_gib", "load_s", "error"]

@@ -1,0 +1,83 @@
+"""Workload arithmetic: FLOPs, bytes and parameter counts of a model, and the share of the speed of light reached.
+
+Notebook 07 explains the two ceilings; every measured row can carry ``sol_fraction_*`` through ``against_sol``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ceilings import SpeedOfLight
+
+
+def head_dim(cfg) -> int:
+    """Width of one attention head: the config's ``head_dim`` (``d_kv`` for T5), else hidden size / heads."""
+    return getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+def dims(cfg) -> tuple[int, int, int, int]:
+    """(layers, query heads, head width, key/value heads) of a config; Falcon's multi-query has one K/V head."""
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or (1 if getattr(cfg, "multi_query", False) else heads)
+    return cfg.num_hidden_layers, heads, head_dim(cfg), kv_heads
+
+
+def count_params(model, embeddings: bool = False) -> int:
+    """Parameter count (4-bit packed weights counted as the numbers they hold); embeddings excluded by default."""
+    n = 0
+    emb = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    for p in model.parameters():
+        if not embeddings and id(p) in emb:
+            continue
+        qs = getattr(p, "quant_state", None)
+        n += int(torch.Size(qs.shape).numel()) if qs is not None else p.numel()
+    return n
+
+
+def forward_flops(model, batch_size: int, seq_len: int, causal: bool = True) -> float:
+    """FLOPs of one forward pass: 2 per weight per token, plus attention's two matmuls.
+
+    Attention adds 4 * batch * seq^2 * heads * head_dim per layer, halved for causal masks (the
+    convention of the FlashAttention papers), so achieved TFLOP/s compare across kernels.
+    """
+    layers, heads, head_dim, _ = dims(model.config)
+    linear = 2 * count_params(model) * batch_size * seq_len
+    attn = 4 * batch_size * seq_len**2 * heads * head_dim * layers * (0.5 if causal else 1.0)
+    return float(linear + attn)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of parameters and buffers as stored (quantized weights at their packed size)."""
+    return int(model.get_memory_footprint())
+
+
+def decode_step_bytes(model) -> int:
+    """Weight bytes one decode step reads: all of a decoder-only model; for an encoder-decoder, the
+    decoder and output head only (the encoder ran once, at prefill)."""
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return weight_bytes(model)
+    enc = model.get_encoder()
+    shared = {id(p) for p in model.get_decoder().parameters()} | {id(p) for p in model.get_output_embeddings().parameters()}
+    enc_bytes = sum(p.numel() * p.element_size() for p in enc.parameters() if id(p) not in shared)
+    return weight_bytes(model) - enc_bytes
+
+
+def kv_cache_bytes(model, batch_size: int, seq_len: int) -> int:
+    """Bytes of the key/value cache for ``seq_len`` positions (2 tensors per layer)."""
+    layers, _, head_dim, kv_heads = dims(model.config)
+    elem = 2 if next(model.parameters()).dtype in (torch.float16, torch.bfloat16) or getattr(model, "is_quantized", False) else 4
+    return 2 * layers * batch_size * seq_len * kv_heads * head_dim * elem
+
+
+def against_sol(row: dict, sol: SpeedOfLight | None) -> dict:
+    """Add ``sol_fraction_*`` columns: achieved / ceiling, for the columns a row has."""
+    if sol is None:
+        return row
+    if "tflops" in row and sol.tflops:
+        row["sol_tflops"] = sol.tflops
+        row["sol_fraction_compute"] = row["tflops"] / sol.tflops
+    if "decode_gbs" in row and sol.gbs:
+        row["sol_gbs"] = sol.gbs
+        row["sol_fraction_bandwidth"] = row["decode_gbs"] / sol.gbs
+    return row
+
