@@ -103,7 +103,7 @@ def test_stored_outputs_come_from_a_gpu_run_without_errors(path):
 def test_readme_shows_a_screenshot_the_browser_tests_take():
     import re
 
-    shots = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", (ROOT / "README.md").read_text())
+    shots = re.findall(r"!\[[^\]]*\]\((docs/(?!figures/)[^)]+\.png)\)", (ROOT / "README.md").read_text())
     assert shots, "the README shows a screenshot"
     for shot in shots:
         data = (ROOT / shot).read_bytes()
@@ -202,3 +202,22 @@ def test_every_saved_table_is_registered():
 
         meta = json.loads(csv.with_suffix(".json").read_text())
         registry.check(csv.stem, pd.read_csv(csv, nrows=1).columns, meta)
+
+
+def test_readme_plots_are_small_pngs_drawn_from_results():
+    """The headline's plots are PNGs that tools/readme_figures.py draws from results/ (python tools/headline.py
+    --write redraws them); each is named in the headline block, sized like the notebooks' PNGs, and small."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import readme_figures
+    import static_figures
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- headline:start -->\n")[1].split("<!-- headline:end -->")[0]
+    assert re.findall(r"\]\((docs/figures/[^)]+\.png)\)", block) == [f"docs/figures/{n}" for n in readme_figures.README]
+    for name, (build, _) in readme_figures.README.items():
+        data = (readme_figures.FIGURES / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 60 * 1024, (name, len(data))
+        fig = build(readme_figures.DEFAULT_CARD)
+        assert len(fig.data) >= 2, f"{name}: its figure draws the saved results"
+        png_size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert png_size == static_figures.size(fig.to_plotly_json()), name

@@ -1,10 +1,11 @@
 """Print the README's headline tables from the saved results of one card.
 
     python tools/headline.py [card]           print them (default card: nvidia-h100-80gb-hbm3)
-    python tools/headline.py --write [card]   and replace them in README.md
+    python tools/headline.py --write [card]   and replace them in README.md, and redraw its plots
 
 The README's tables are this script's output, pasted between markers; tests/test_project.py checks
-that they still match the files in results/, so no number in the README is typed by hand.
+that they still match the files in results/, so no number in the README is typed by hand. The plots
+under three of the tables are PNGs drawn from the same files by tools/readme_figures.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+import readme_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CARD = "nvidia-h100-80gb-hbm3"
@@ -206,8 +209,10 @@ def sol_table(card: str) -> str:
 
 
 def headline(card: str = DEFAULT_CARD) -> str:
-    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card), sdpa_table(card),
-                        quant_table(card), combinations_table(card), lora_table(card), sol_table(card)])
+    figure = readme_figures.markdown
+    return "\n\n".join([peaks_line(card), forward_table(card), decode_table(card), flash_table(card),
+                        figure("01_speedup.png"), sdpa_table(card), quant_table(card), figure("03_decode.png"),
+                        combinations_table(card), lora_table(card), sol_table(card), figure("07_decode.png")])
 
 
 def write_readme(text: str) -> None:
@@ -222,5 +227,10 @@ def write_readme(text: str) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     write = "--write" in args
-    text = headline(*[a for a in args if a != "--write"][:1])
-    write_readme(text) if write else print(text)
+    card = [a for a in args if a != "--write"][:1]
+    text = headline(*card)
+    if write:
+        write_readme(text)
+        readme_figures.write(*card)
+    else:
+        print(text)

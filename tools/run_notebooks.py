@@ -6,7 +6,9 @@
 
 This is how the stored GPU outputs are produced, and how you benchmark your own card: each notebook
 saves its measurements under results/<card>/. A failing notebook is saved with its error and the
-run goes on to the next; the exit status is non-zero if any failed.
+run goes on to the next; the exit status is non-zero if any failed. Each saved notebook then gets a PNG
+beside every plotly figure (tools/static_figures.py), so viewers that run no JavaScript show it; where
+that cannot run (no Chromium), the outputs are kept and the command to add the PNGs later is printed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,22 @@ def select(names: list[str]) -> list[Path]:
             sys.exit(f"No notebook matches {n!r}. Notebooks: {[p.name for p in every]}")
         chosen += hits
     return chosen
+
+
+def add_static_figures(nb, target: Path) -> str:
+    """Add the PNGs of ``nb``'s plotly figures and save it again; a failure to render loses no output."""
+    import nbformat
+
+    import static_figures
+
+    try:
+        count = static_figures.add_pngs(nb)
+    except Exception as e:  # no Chromium, a browser that would not start: the measured outputs matter more
+        print(f"  figures saved without PNGs: {e}\n  Once that is fixed: python tools/static_figures.py {target}",
+              file=sys.stderr)
+        return ", figures without PNGs"
+    nbformat.write(nb, target)
+    return f", {count} figures as PNG" if count else ""
 
 
 def main() -> int:
@@ -78,7 +96,8 @@ def main() -> int:
         if status != "ok":
             failed.append(path.name)
         nbformat.write(nb, target)
-        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+        figures = add_static_figures(nb, target)
+        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s{figures} -> {target}", flush=True)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
