@@ -17,8 +17,10 @@ LEARNED_POSITIONS = {"opt", "bert", "gpt2", "gpt_neo", "bart", "roberta", "xlm-r
 def check_size(name: str, value, *, minimum: int = 1) -> int:
     """``value`` as a whole number of at least ``minimum``, or a ``WorkbookError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise WorkbookError(f"{name}={value!r}: it must be a whole number of at least {minimum}.",
-                            f"Pass {name}={max(minimum, 1)} or more, e.g. {name}=4.")
+        raise WorkbookError(
+            f"{name}={value!r}: it must be a whole number of at least {minimum}.",
+            f"Pass {name}={max(minimum, 1)} or more, e.g. {name}=4.",
+        )
     return value
 
 
@@ -40,19 +42,25 @@ def check_length(cfg, seq_len, *, beyond_positions: bool = False) -> int:
         return seq_len
     kind = getattr(cfg, "model_type", "?")
     if kind in LEARNED_POSITIONS:
-        raise WorkbookError(f"seq_len={seq_len} is past {kind}'s {limit} learned positions: it cannot run.",
-                            f"Use seq_len <= {limit}.")
+        raise WorkbookError(
+            f"seq_len={seq_len} is past {kind}'s {limit} learned positions: it cannot run.",
+            f"Use seq_len <= {limit}.",
+        )
     if not beyond_positions:
-        raise WorkbookError(f"seq_len={seq_len} is past the {limit} positions {kind} was trained for.",
-                            f"Use seq_len <= {limit}, or pass beyond_positions=True to measure speed and memory "
-                            "there (rotary positions run, but outputs past the trained length mean little).")
+        raise WorkbookError(
+            f"seq_len={seq_len} is past the {limit} positions {kind} was trained for.",
+            f"Use seq_len <= {limit}, or pass beyond_positions=True to measure speed and memory "
+            "there (rotary positions run, but outputs past the trained length mean little).",
+        )
     return seq_len
 
 
 def _pads(batch_size: int, seq_len: int, pad_fraction: float) -> list[int]:
     if batch_size == 1:
         return [min(round(pad_fraction * seq_len), seq_len - 1)]
-    return [min(round(2 * pad_fraction * seq_len * i / (batch_size - 1)), seq_len - 1) for i in range(batch_size)]
+    return [
+        min(round(2 * pad_fraction * seq_len * i / (batch_size - 1)), seq_len - 1) for i in range(batch_size)
+    ]
 
 
 def pad_lengths(batch_size: int, seq_len: int, pad_fraction: float) -> list[int]:
@@ -65,17 +73,25 @@ def pad_lengths(batch_size: int, seq_len: int, pad_fraction: float) -> list[int]
         raise WorkbookError(f"pad_fraction={pad_fraction} is outside [0, 1).", "Use a share such as 0.25.")
     pads = _pads(batch_size, seq_len, pad_fraction)
     if abs(sum(pads) / (batch_size * seq_len) - pad_fraction) > 0.02:
-        reach = max(f / 100 for f in range(100) if abs(sum(_pads(batch_size, seq_len, f / 100)) / (batch_size * seq_len)
-                                                       - f / 100) <= 0.02)
-        raise WorkbookError(f"pad_fraction={pad_fraction} would leave rows of a {batch_size} x {seq_len} batch with no "
-                            "real token.", f"Use pad_fraction <= {reach:.2f} for this shape, or a longer seq_len.")
+        reach = max(
+            f / 100
+            for f in range(100)
+            if abs(sum(_pads(batch_size, seq_len, f / 100)) / (batch_size * seq_len) - f / 100) <= 0.02
+        )
+        raise WorkbookError(
+            f"pad_fraction={pad_fraction} would leave rows of a {batch_size} x {seq_len} batch with no "
+            "real token.",
+            f"Use pad_fraction <= {reach:.2f} for this shape, or a longer seq_len.",
+        )
     return pads
 
 
 def pad_batch(seqs: list[torch.Tensor], pad_id: int = 0) -> dict:
     """Left-pad token sequences into one (batch, longest) batch with its attention mask."""
     if not seqs or min(len(s) for s in seqs) == 0:
-        raise WorkbookError("pad_batch needs at least one sequence, none of them empty.", "Drop empty sequences.")
+        raise WorkbookError(
+            "pad_batch needs at least one sequence, none of them empty.", "Drop empty sequences."
+        )
     longest = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -93,12 +109,24 @@ def pack_batch(seqs: list[torch.Tensor]) -> dict:
     (a block-diagonal causal mask), so no position is padding (notebook 01 checks the logits).
     """
     if not seqs or min(len(s) for s in seqs) == 0:
-        raise WorkbookError("pack_batch needs at least one sequence, none of them empty.", "Drop empty sequences.")
-    return {"input_ids": torch.cat(seqs)[None], "position_ids": torch.cat([torch.arange(len(s)) for s in seqs])[None]}
+        raise WorkbookError(
+            "pack_batch needs at least one sequence, none of them empty.", "Drop empty sequences."
+        )
+    return {
+        "input_ids": torch.cat(seqs)[None],
+        "position_ids": torch.cat([torch.arange(len(s)) for s in seqs])[None],
+    }
 
 
-def make_batch(loaded, batch_size: int, seq_len: int, pad_fraction: float = 0.0, seed: int = 0, *,
-               beyond_positions: bool = False) -> dict:
+def make_batch(
+    loaded,
+    batch_size: int,
+    seq_len: int,
+    pad_fraction: float = 0.0,
+    seed: int = 0,
+    *,
+    beyond_positions: bool = False,
+) -> dict:
     """Random token ids of shape (batch, seq_len) on the model's device, left-padded.
 
     ``pad_fraction`` is the share of all positions that are padding (see ``pad_lengths``). Sizes are checked

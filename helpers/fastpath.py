@@ -19,17 +19,30 @@ def to_fastpath_encoder(bert_model) -> nn.TransformerEncoder:
     """Build an ``nn.TransformerEncoder`` with the same weights as ``bert_model.encoder``."""
     cfg = bert_model.config
     if cfg.hidden_act != "gelu" or getattr(cfg, "position_embedding_type", "absolute") != "absolute":
-        raise WorkbookError(f"{type(bert_model).__name__} uses {cfg.hidden_act!r}; the fast path takes exact GELU BERT layers.",
-                            "Use a BERT-style encoder such as minilm-l6.")
+        raise WorkbookError(
+            f"{type(bert_model).__name__} uses {cfg.hidden_act!r}; the fast path takes exact GELU BERT layers.",
+            "Use a BERT-style encoder such as minilm-l6.",
+        )
     layers = []
     for layer in bert_model.encoder.layer:
         att = layer.attention
-        new = nn.TransformerEncoderLayer(cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
-                                         dropout=0.0, activation="gelu", layer_norm_eps=cfg.layer_norm_eps,
-                                         batch_first=True, norm_first=False)
+        new = nn.TransformerEncoderLayer(
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.intermediate_size,
+            dropout=0.0,
+            activation="gelu",
+            layer_norm_eps=cfg.layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
+        )
         with torch.no_grad():
-            new.self_attn.in_proj_weight.copy_(torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight]))
-            new.self_attn.in_proj_bias.copy_(torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]))
+            new.self_attn.in_proj_weight.copy_(
+                torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight])
+            )
+            new.self_attn.in_proj_bias.copy_(
+                torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias])
+            )
             new.self_attn.out_proj.weight.copy_(att.output.dense.weight)
             new.self_attn.out_proj.bias.copy_(att.output.dense.bias)
             new.norm1.load_state_dict(att.output.LayerNorm.state_dict())

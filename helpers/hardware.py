@@ -60,9 +60,13 @@ def gpu_memory_cap() -> float | None:
     try:
         cap = float(value)
     except ValueError:
-        raise WorkbookError(f"WORKBOOK_GPU_MEMORY_GIB={value!r} is not a number.", "Set it to GiB, e.g. 15, or unset it.") from None
+        raise WorkbookError(
+            f"WORKBOOK_GPU_MEMORY_GIB={value!r} is not a number.", "Set it to GiB, e.g. 15, or unset it."
+        ) from None
     if cap <= 0:
-        raise WorkbookError(f"WORKBOOK_GPU_MEMORY_GIB={value!r} must be positive.", "Set it to GiB, e.g. 15, or unset it.")
+        raise WorkbookError(
+            f"WORKBOOK_GPU_MEMORY_GIB={value!r} must be positive.", "Set it to GiB, e.g. 15, or unset it."
+        )
     return cap
 
 
@@ -77,8 +81,16 @@ def device_info() -> DeviceInfo:
             for i in range(torch.cuda.device_count()):
                 torch.cuda.set_per_process_memory_fraction(cap / total, i)
             total = cap
-        return DeviceInfo("cuda", p.name, torch.cuda.device_count(), round(total, 1),
-                          f"{p.major}.{p.minor}", torch.cuda.is_bf16_supported(), cpu, cores)
+        return DeviceInfo(
+            "cuda",
+            p.name,
+            torch.cuda.device_count(),
+            round(total, 1),
+            f"{p.major}.{p.minor}",
+            torch.cuda.is_bf16_supported(),
+            cpu,
+            cores,
+        )
     return DeviceInfo("cpu", f"CPU ({cpu}, {cores} cores)", 0, None, None, True, cpu, cores)
 
 
@@ -90,8 +102,21 @@ def card_slug(info: DeviceInfo | None = None) -> str:
     return "".join(c if c.isalnum() else "-" for c in info.name.lower()).strip("-").replace("--", "-")
 
 
-PACKAGES = ["torch", "transformers", "accelerate", "bitsandbytes", "peft", "flash-attn",
-            "flash-attn-3", "flash-attn-4", "kernels", "optimum", "plotly", "ipywidgets", "pandas"]
+PACKAGES = [
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "peft",
+    "flash-attn",
+    "flash-attn-3",
+    "flash-attn-4",
+    "kernels",
+    "optimum",
+    "plotly",
+    "ipywidgets",
+    "pandas",
+]
 
 
 def package_version(name: str) -> str | None:
@@ -121,4 +146,3 @@ def dtype_choices(dev: torch.device | None = None) -> list[str]:
     if dev.type == "cuda":
         return (["bf16"] if torch.cuda.is_bf16_supported() else []) + ["fp16", "fp32"]
     return ["fp32", "bf16"]
-

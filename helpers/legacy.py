@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .hardware import device
 from .errors import WorkbookError
+from .hardware import device
 
-_BNB_4BIT_KEYS = ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
-                  "bnb_4bit_quant_storage")
-_BNB_8BIT_KEYS = ("llm_int8_threshold", "llm_int8_skip_modules", "llm_int8_enable_fp32_cpu_offload",
-                  "llm_int8_has_fp16_weight")
+_BNB_4BIT_KEYS = (
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_quant_storage",
+)
+_BNB_8BIT_KEYS = (
+    "llm_int8_threshold",
+    "llm_int8_skip_modules",
+    "llm_int8_enable_fp32_cpu_offload",
+    "llm_int8_has_fp16_weight",
+)
 
 
 @dataclass
@@ -51,8 +58,10 @@ def translate(fallback: bool = True, **old) -> Translation:
     kw = dict(old)
     notes: list[str] = []
     if kw.get("load_in_4bit") and kw.get("load_in_8bit"):
-        raise WorkbookError("load_in_4bit and load_in_8bit are both set; a model is quantized one way.",
-                            "Keep one: load_in_4bit=True (fp4/nf4) or load_in_8bit=True (LLM.int8).")
+        raise WorkbookError(
+            "load_in_4bit and load_in_8bit are both set; a model is quantized one way.",
+            "Keep one: load_in_4bit=True (fp4/nf4) or load_in_8bit=True (LLM.int8).",
+        )
     if "torch_dtype" in kw:
         kw["dtype"] = kw.pop("torch_dtype")
         notes.append("torch_dtype= -> dtype= (renamed in transformers 5)")
@@ -62,9 +71,11 @@ def translate(fallback: bool = True, **old) -> Translation:
             impl = "flash_attention_2"
             if not is_flash_attn_2_available() and fallback:
                 impl = "sdpa"
-                notes.append("use_flash_attention_2=True -> attn_implementation='sdpa': the flash-attn package "
-                             "is not installed here, so PyTorch's SDPA runs instead (on a recent NVIDIA GPU in "
-                             "fp16/bf16 it picks FlashAttention-2 kernels; pin them with attention='sdpa-flash')")
+                notes.append(
+                    "use_flash_attention_2=True -> attn_implementation='sdpa': the flash-attn package "
+                    "is not installed here, so PyTorch's SDPA runs instead (on a recent NVIDIA GPU in "
+                    "fp16/bf16 it picks FlashAttention-2 kernels; pin them with attention='sdpa-flash')"
+                )
             else:
                 notes.append("use_flash_attention_2=True -> attn_implementation='flash_attention_2'")
             kw["attn_implementation"] = impl
@@ -102,36 +113,58 @@ def to_bettertransformer(model):
     """
     before = model.config._attn_implementation
     model.set_attn_implementation("sdpa")
-    return model, Translation({}, [f"to_bettertransformer() -> model.set_attn_implementation('sdpa') "
-                                   f"(was {before!r}); or load with attn_implementation='sdpa', the default"])
+    return model, Translation(
+        {},
+        [
+            f"to_bettertransformer() -> model.set_attn_implementation('sdpa') "
+            f"(was {before!r}); or load with attn_implementation='sdpa', the default"
+        ],
+    )
 
 
 def reverse_bettertransformer(model):
     """What ``reverse_bettertransformer()`` became: nothing. The modules were never swapped, so
     ``save_pretrained`` writes the canonical checkpoint as it is. Returns (model, Translation)."""
-    return model, Translation({}, ["reverse_bettertransformer() -> not needed: save_pretrained() works directly"])
+    return model, Translation(
+        {}, ["reverse_bettertransformer() -> not needed: save_pretrained() works directly"]
+    )
 
 
-_BACKENDS = (("enable_flash", "FLASH_ATTENTION"), ("enable_mem_efficient", "EFFICIENT_ATTENTION"),
-             ("enable_math", "MATH"), ("enable_cudnn", "CUDNN_ATTENTION"))
+_BACKENDS = (
+    ("enable_flash", "FLASH_ATTENTION"),
+    ("enable_mem_efficient", "EFFICIENT_ATTENTION"),
+    ("enable_math", "MATH"),
+    ("enable_cudnn", "CUDNN_ATTENTION"),
+)
 
 
-def sdp_kernel(enable_flash: bool = True, enable_math: bool = True, enable_mem_efficient: bool = True,
-               enable_cudnn: bool = True):
+def sdp_kernel(
+    enable_flash: bool = True,
+    enable_math: bool = True,
+    enable_mem_efficient: bool = True,
+    enable_cudnn: bool = True,
+):
     """What ``torch.backends.cuda.sdp_kernel(...)`` became: ``torch.nn.attention.sdpa_kernel([...])``.
 
     Returns (context manager, Translation). With every backend off it refuses, as PyTorch would
     only fail later with "No available kernel".
     """
 
-    flags = dict(enable_flash=enable_flash, enable_mem_efficient=enable_mem_efficient,
-                 enable_math=enable_math, enable_cudnn=enable_cudnn)
+    flags = dict(
+        enable_flash=enable_flash,
+        enable_mem_efficient=enable_mem_efficient,
+        enable_math=enable_math,
+        enable_cudnn=enable_cudnn,
+    )
     chosen = [name for arg, name in _BACKENDS if flags[arg]]
     if not chosen:
-        raise WorkbookError("Every SDPA backend is disabled; no kernel could run.",
-                            "Enable at least one, e.g. enable_math=True as a fallback.")
+        raise WorkbookError(
+            "Every SDPA backend is disabled; no kernel could run.",
+            "Enable at least one, e.g. enable_math=True as a fallback.",
+        )
     args = ", ".join(f"SDPBackend.{c}" for c in chosen)
-    note = f"torch.backends.cuda.sdp_kernel({', '.join(f'{k}={v}' for k, v in flags.items())}) -> torch.nn.attention.sdpa_kernel([{args}])"
+    old = ", ".join(f"{k}={v}" for k, v in flags.items())
+    note = f"torch.backends.cuda.sdp_kernel({old}) -> torch.nn.attention.sdpa_kernel([{args}])"
     if device().type == "cpu":
         note += " (on this CPU only the math and flash CPU kernels exist)"
     return sdpa_kernel([getattr(SDPBackend, c) for c in chosen]), Translation({}, [note])
@@ -151,6 +184,9 @@ def old_api_fails(model_path: str) -> dict[str, str]:
             out[key] = f"TypeError: {e}"
     from transformers import PreTrainedModel  # heavy: imported on first use
 
-    out["to_bettertransformer"] = ("still exists" if hasattr(PreTrainedModel, "to_bettertransformer")
-                                   else "AttributeError: PreTrainedModel has no to_bettertransformer")
+    out["to_bettertransformer"] = (
+        "still exists"
+        if hasattr(PreTrainedModel, "to_bettertransformer")
+        else "AttributeError: PreTrainedModel has no to_bettertransformer"
+    )
     return out

@@ -10,7 +10,7 @@ Each returns one row (a dict, units in the column names) built from ``timing`` (
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -25,16 +25,36 @@ from .timing import MemoryPeak, Timing, peak_memory, time_callable
 from .workload import against_sol, decode_step_bytes, forward_flops, kv_cache_bytes, weight_bytes
 
 
-def call_row(fn: Callable[[], object], *, real_tokens: int, device: torch.device | str | None = None,
-             warmup: int = 2, reps: int = 10, context=None) -> dict:
+def call_row(
+    fn: Callable[[], object],
+    *,
+    real_tokens: int,
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    reps: int = 10,
+    context=None,
+) -> dict:
     """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders)."""
     timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
     mem = peak_memory(fn, device=device, context=context)
-    return {**timing.summary("latency"), "tokens_per_s": real_tokens / (timing.median_ms / 1e3), **mem.summary()}
+    return {
+        **timing.summary("latency"),
+        "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
+        **mem.summary(),
+    }
 
 
-def forward(loaded: Loaded, batch_size: int, seq_len: int, *, pad_fraction: float = 0.0,
-            warmup: int = 2, reps: int = 10, sol: SpeedOfLight | None = None, beyond_positions: bool = False) -> dict:
+def forward(
+    loaded: Loaded,
+    batch_size: int,
+    seq_len: int,
+    *,
+    pad_fraction: float = 0.0,
+    warmup: int = 2,
+    reps: int = 10,
+    sol: SpeedOfLight | None = None,
+    beyond_positions: bool = False,
+) -> dict:
     """One forward pass (no KV cache) over a (batch_size, seq_len) batch: latency, memory, TFLOP/s.
 
     This is the workload of the 2023 guide's speed-up figures (notebook 01). ``beyond_positions``: allow a
@@ -51,17 +71,34 @@ def forward(loaded: Loaded, batch_size: int, seq_len: int, *, pad_fraction: floa
     mem = peak_memory(fn, device=dev, context=loaded.context)
     real_tokens = int(batch["attention_mask"].sum())
     flops = forward_flops(loaded.model, batch_size, seq_len)
-    row = {**loaded.describe(), "device": device_info().name, "batch_size": batch_size,
-           "seq_len": seq_len, "pad_fraction": pad_fraction, "tokens": real_tokens,
-           **timing.summary("latency"), "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
-           "tflops": flops / (timing.median_ms / 1e3) / 1e12, **mem.summary(),
-           "weights_gib": weight_bytes(loaded.model) / 2**30}
+    row = {
+        **loaded.describe(),
+        "device": device_info().name,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "pad_fraction": pad_fraction,
+        "tokens": real_tokens,
+        **timing.summary("latency"),
+        "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
+        "tflops": flops / (timing.median_ms / 1e3) / 1e12,
+        **mem.summary(),
+        "weights_gib": weight_bytes(loaded.model) / 2**30,
+    }
     return against_sol(row, sol)
 
 
-def generate(loaded: Loaded, batch_size: int, prompt_len: int, new_tokens: int, *,
-             warmup: int = 1, reps: int = 3, pad_fraction: float = 0.0,
-             sol: SpeedOfLight | None = None, **generate_kwargs) -> dict:
+def generate(
+    loaded: Loaded,
+    batch_size: int,
+    prompt_len: int,
+    new_tokens: int,
+    *,
+    warmup: int = 1,
+    reps: int = 3,
+    pad_fraction: float = 0.0,
+    sol: SpeedOfLight | None = None,
+    **generate_kwargs,
+) -> dict:
     """Greedy generation of exactly ``new_tokens`` tokens: prefill (time to first token) and decode.
 
     decode time = full generate - one-token generate; decode tok/s = batch * (new_tokens - 1) / that.
@@ -77,21 +114,35 @@ def generate(loaded: Loaded, batch_size: int, prompt_len: int, new_tokens: int, 
         def fn():
             with torch.inference_mode():
                 return loaded.model.generate(**batch, max_new_tokens=n, min_new_tokens=n, **common)
+
         return fn
 
     dev = loaded.device
     out = gen(new_tokens)()
-    made = out.shape[1] - (1 if loaded.model.config.is_encoder_decoder else prompt_len)  # seq2seq: start token first
+    made = out.shape[1] - (
+        1 if loaded.model.config.is_encoder_decoder else prompt_len
+    )  # seq2seq: start token first
     assert made == new_tokens, f"generate made {made} tokens, not {new_tokens}"
     prefill = time_callable(gen(1), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     full = time_callable(gen(new_tokens), device=dev, warmup=warmup, reps=reps, context=loaded.context)
     mem = peak_memory(gen(new_tokens), device=dev, context=loaded.context)
-    return decode_row(loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, pad_fraction=pad_fraction, sol=sol)
+    return decode_row(
+        loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, pad_fraction=pad_fraction, sol=sol
+    )
 
 
-def decode_row(loaded: Loaded, batch_size: int, prompt_len: int, new_tokens: int, prefill: Timing,
-               full: Timing, mem: MemoryPeak, *, pad_fraction: float = 0.0,
-               sol: SpeedOfLight | None = None) -> dict:
+def decode_row(
+    loaded: Loaded,
+    batch_size: int,
+    prompt_len: int,
+    new_tokens: int,
+    prefill: Timing,
+    full: Timing,
+    mem: MemoryPeak,
+    *,
+    pad_fraction: float = 0.0,
+    sol: SpeedOfLight | None = None,
+) -> dict:
     """The row of a generation measured as a one-token run (``prefill``) and a ``new_tokens`` run (``full``).
 
     decode time = full - prefill over ``new_tokens - 1`` steps. When timing noise hides the decode (the full run
@@ -103,18 +154,29 @@ def decode_row(loaded: Loaded, batch_size: int, prompt_len: int, new_tokens: int
     steps = new_tokens - 1
     avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
     bytes_per_step = decode_step_bytes(loaded.model) + avg_kv
-    row = {**loaded.describe(), "device": device_info().name, "batch_size": batch_size,
-           "prompt_len": prompt_len, "new_tokens": new_tokens, "pad_fraction": pad_fraction,
-           **{k: v for k, v in prefill.summary("prefill").items() if k != "reps"},
-           **full.summary("total"), "decode_ms_per_token": decode_s * 1e3 / steps,
-           "decode_tok_s": batch_size * steps / decode_s, "decode_gbs": bytes_per_step * steps / decode_s / 1e9,
-           "tflops": forward_flops(loaded.model, batch_size, prompt_len) / (prefill.median_ms / 1e3) / 1e12,
-           **mem.summary(), "weights_gib": weight_bytes(loaded.model) / 2**30,
-           "decode_note": "hidden by timing noise: generate more new tokens" if hidden else ""}
+    row = {
+        **loaded.describe(),
+        "device": device_info().name,
+        "batch_size": batch_size,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "pad_fraction": pad_fraction,
+        **{k: v for k, v in prefill.summary("prefill").items() if k != "reps"},
+        **full.summary("total"),
+        "decode_ms_per_token": decode_s * 1e3 / steps,
+        "decode_tok_s": batch_size * steps / decode_s,
+        "decode_gbs": bytes_per_step * steps / decode_s / 1e9,
+        "tflops": forward_flops(loaded.model, batch_size, prompt_len) / (prefill.median_ms / 1e3) / 1e12,
+        **mem.summary(),
+        "weights_gib": weight_bytes(loaded.model) / 2**30,
+        "decode_note": "hidden by timing noise: generate more new tokens" if hidden else "",
+    }
     return against_sol(row, sol)
 
 
-def padding_vs_packing(loaded: Loaded, seqs: list[torch.Tensor], *, warmup: int = 1, reps: int = 5) -> pd.DataFrame:
+def padding_vs_packing(
+    loaded: Loaded, seqs: list[torch.Tensor], *, warmup: int = 1, reps: int = 5
+) -> pd.DataFrame:
     """The same sequences three ways (notebook 01): a left-padded batch; packed into one row with
     position ids restarting at each sequence; and concatenated with no boundaries (the mistake that
     packing avoids: later sequences attend to earlier ones).
@@ -125,16 +187,23 @@ def padding_vs_packing(loaded: Loaded, seqs: list[torch.Tensor], *, warmup: int 
     dev = loaded.device
     pad_id = loaded.model.config.pad_token_id or 0
     packed = pack_batch(seqs)
-    layouts = {"padded": pad_batch(seqs, pad_id), "packed": packed,
-               "concatenated, no boundaries": {"input_ids": packed["input_ids"],
-                                               "position_ids": torch.arange(packed["input_ids"].shape[1])[None]}}
+    layouts = {
+        "padded": pad_batch(seqs, pad_id),
+        "packed": packed,
+        "concatenated, no boundaries": {
+            "input_ids": packed["input_ids"],
+            "position_ids": torch.arange(packed["input_ids"].shape[1])[None],
+        },
+    }
     with torch.inference_mode(), loaded.context():
-        alone = torch.cat([loaded.model(input_ids=s[None].to(dev), use_cache=False).logits[0].float() for s in seqs])
+        alone = torch.cat(
+            [loaded.model(input_ids=s[None].to(dev), use_cache=False).logits[0].float() for s in seqs]
+        )
     rows = []
     for name, batch in layouts.items():
         batch = {k: v.to(dev) for k, v in batch.items()}
 
-        def fn():
+        def fn(batch=batch):
             with torch.inference_mode():
                 return loaded.model(**batch, use_cache=False).logits
 
@@ -142,13 +211,21 @@ def padding_vs_packing(loaded: Loaded, seqs: list[torch.Tensor], *, warmup: int 
         with loaded.context():
             logits = fn().float()
         if name == "padded":
-            got = torch.cat([logits[i, logits.shape[1] - len(s):] for i, s in enumerate(seqs)])
+            got = torch.cat([logits[i, logits.shape[1] - len(s) :] for i, s in enumerate(seqs)])
         else:
             got = logits[0]
         positions = batch["input_ids"].numel()
         real = sum(len(s) for s in seqs)
-        rows.append({**loaded.describe(), "layout": name, "positions": positions, "real_tokens": real,
-                     "padding_share": 1 - real / positions, **timing.summary("latency"),
-                     "real_tokens_per_s": real / (timing.median_ms / 1e3),
-                     "rel_error_vs_alone": relative_error(got, alone)})
+        rows.append(
+            {
+                **loaded.describe(),
+                "layout": name,
+                "positions": positions,
+                "real_tokens": real,
+                "padding_share": 1 - real / positions,
+                **timing.summary("latency"),
+                "real_tokens_per_s": real / (timing.median_ms / 1e3),
+                "rel_error_vs_alone": relative_error(got, alone),
+            }
+        )
     return pd.DataFrame(rows)

@@ -17,6 +17,7 @@ from .errors import WorkbookError
 
 GIB = 2**30
 
+
 def placement(model) -> pd.DataFrame:
     """Where ``device_map`` put the model: modules and bytes per device (GPU index, "cpu" or "disk")."""
     dmap = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
@@ -29,7 +30,6 @@ def placement(model) -> pd.DataFrame:
     df = pd.DataFrame([{"device": d, "modules": n, "gib": b / GIB} for d, (n, b) in rows.items()])
     df["share"] = df.gib / df.gib.sum()
     return df
-
 
 
 _UNITS = {"gib": 1.0, "mib": 1 / 1024}
@@ -46,13 +46,20 @@ def parse_gib(value) -> float:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
         unit = m.group(2).lower() if m else ""
         if not m or unit not in {**_UNITS, "": 1}:
-            hint = (f" ({m.group(1)} GB = {float(m.group(1)) * 1e9 / GIB:.2f} GiB)" if m and unit in ("gb", "g")
-                    else "")
-            raise WorkbookError(f"Memory budget {value!r} is not a size in GiB or MiB.",
-                                f"Write it as a number of GiB or with a binary unit, e.g. 15 or '15GiB' or '512MiB'{hint}.")
+            hint = (
+                f" ({m.group(1)} GB = {float(m.group(1)) * 1e9 / GIB:.2f} GiB)"
+                if m and unit in ("gb", "g")
+                else ""
+            )
+            raise WorkbookError(
+                f"Memory budget {value!r} is not a size in GiB or MiB.",
+                f"Write it as a number of GiB or with a binary unit, e.g. 15 or '15GiB' or '512MiB'{hint}.",
+            )
         gib = float(m.group(1)) * _UNITS.get(unit, 1.0)
     if not gib > 0:
-        raise WorkbookError(f"Memory budget {value!r} is not positive.", "Give a size above zero, e.g. '15GiB'.")
+        raise WorkbookError(
+            f"Memory budget {value!r} is not positive.", "Give a size above zero, e.g. '15GiB'."
+        )
     return gib
 
 
@@ -65,8 +72,10 @@ def budget(gib, gpus: int | None = None) -> dict | None:
     gib = parse_gib(gib)
     present = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus and gpus > present:
-        raise WorkbookError(f"{gpus} GPUs asked for, {present} present.",
-                            f"Use gpus <= {present}, or run on a machine with more GPUs.")
+        raise WorkbookError(
+            f"{gpus} GPUs asked for, {present} present.",
+            f"Use gpus <= {present}, or run on a machine with more GPUs.",
+        )
     if present:
         n = gpus or 1
         return {**{i: f"{gib:.3f}GiB" for i in range(n)}, "cpu": "200GiB"}
@@ -76,9 +85,10 @@ def budget(gib, gpus: int | None = None) -> dict | None:
 def placement_row(model) -> dict:
     """``placement`` as one row: GiB on each device (``gib_cuda:0``, ``gib_cpu``, ``gib_disk``, ...)."""
     p = placement(model)
-    return {f"gib_{d if d in ('cpu', 'disk') else f'cuda:{d}' if str(d).isdigit() else d}": g
-            for d, g in zip(p.device, p.gib)}
-
+    return {
+        f"gib_{d if d in ('cpu', 'disk') else f'cuda:{d}' if str(d).isdigit() else d}": g
+        for d, g in zip(p.device, p.gib)
+    }
 
 
 def multi_gpu_rows(name: str, *, prompt_len: int = 512, new_tokens: int = 64, reps: int = 3) -> pd.DataFrame:
@@ -87,17 +97,41 @@ def multi_gpu_rows(name: str, *, prompt_len: int = 512, new_tokens: int = 64, re
     Needs two GPUs or more (notebooks 03 and 04; ``tools/multi_gpu.py`` runs it on its own)."""
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n < 2:
-        raise WorkbookError(f"{n} GPU(s) here; the multi-GPU run needs two or more.",
-                            "Run it on a machine with several GPUs, or read the saved result.")
+        raise WorkbookError(
+            f"{n} GPU(s) here; the multi-GPU run needs two or more.",
+            "Run it on a machine with several GPUs, or read the saved result.",
+        )
     rows = []
-    for label, opts, gpus in [("bf16, one GPU", {}, None), ("bf16", {}, n), ("int8", {"quant": "int8"}, n),
-                              ("nf4", {"quant": "nf4"}, n)]:
-        loaded = models.load(name, dtype="bf16", **opts, device_map="auto" if gpus else None,
-                             max_memory=budget(rows[0]["weights_gib"] * 0.6, gpus) if gpus else None)
+    for label, opts, gpus in [
+        ("bf16, one GPU", {}, None),
+        ("bf16", {}, n),
+        ("int8", {"quant": "int8"}, n),
+        ("nf4", {"quant": "nf4"}, n),
+    ]:
+        loaded = models.load(
+            name,
+            dtype="bf16",
+            **opts,
+            device_map="auto" if gpus else None,
+            max_memory=budget(rows[0]["weights_gib"] * 0.6, gpus) if gpus else None,
+        )
         r = measure.generate(loaded, 1, prompt_len, new_tokens, warmup=1, reps=reps)
-        rows.append({"setup": label, "gpus_used": len([d for d in set(loaded.model.hf_device_map.values())
-                                                       if str(d).isdigit() or str(d).startswith("cuda")]) if gpus else 1,
-                     "budget_per_gpu_gib": rows[0]["weights_gib"] * 0.6 if gpus else None,
-                     **placement_row(loaded.model), **r})
+        rows.append(
+            {
+                "setup": label,
+                "gpus_used": len(
+                    [
+                        d
+                        for d in set(loaded.model.hf_device_map.values())
+                        if str(d).isdigit() or str(d).startswith("cuda")
+                    ]
+                )
+                if gpus
+                else 1,
+                "budget_per_gpu_gib": rows[0]["weights_gib"] * 0.6 if gpus else None,
+                **placement_row(loaded.model),
+                **r,
+            }
+        )
         models.unload(loaded)
     return pd.DataFrame(rows)

@@ -29,9 +29,19 @@ class LivePlot:
     ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``workload.against_sol``).
     """
 
-    def __init__(self, x: str, y: str, color: str | list[str] | None = None, *, title: str = "",
-                 log_x: bool = False, log_y: bool = False, ceiling: tuple[float, str] | None = None,
-                 height: int = 420, sol: bool = False):
+    def __init__(
+        self,
+        x: str,
+        y: str,
+        color: str | list[str] | None = None,
+        *,
+        title: str = "",
+        log_x: bool = False,
+        log_y: bool = False,
+        ceiling: tuple[float, str] | None = None,
+        height: int = 420,
+        sol: bool = False,
+    ):
         self.x, self.y, self.color, self.sol = x, y, color, sol
         self.title, self.log_x, self.log_y, self.ceiling, self.height = title, log_x, log_y, ceiling, height
         self.rows: list[dict] = []
@@ -45,7 +55,9 @@ class LivePlot:
         self._redraw()
 
     def extend(self, rows) -> None:
-        self.rows.extend(dict(r) for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows))
+        self.rows.extend(
+            dict(r) for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows)
+        )
         self._redraw()
 
     # ---- figure out
@@ -67,38 +79,81 @@ class LivePlot:
             if not pts:
                 continue
             if categorical:
-                fig.add_trace(go.Bar(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts], name=label,
-                                     text=[f"{r[self.y]:.3g}" for r in pts], textposition="outside"))
+                fig.add_trace(
+                    go.Bar(
+                        x=[r[self.x] for r in pts],
+                        y=[r[self.y] for r in pts],
+                        name=label,
+                        text=[f"{r[self.y]:.3g}" for r in pts],
+                        textposition="outside",
+                    )
+                )
             else:
                 pts.sort(key=lambda r: r[self.x])
                 fractions = [sol_fraction(r, self.y) for r in pts] if self.sol else []
-                fig.add_trace(go.Scatter(x=[r[self.x] for r in pts], y=[r[self.y] for r in pts],
-                                         mode="lines+markers+text" if fractions else "lines+markers", name=label,
-                                         text=[f"{f:.0%}" if f else "" for f in fractions], textposition="top center"))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[r[self.x] for r in pts],
+                        y=[r[self.y] for r in pts],
+                        mode="lines+markers+text" if fractions else "lines+markers",
+                        name=label,
+                        text=[f"{f:.0%}" if f else "" for f in fractions],
+                        textposition="top center",
+                    )
+                )
                 limits = [(r[self.x], sol_limit(r, self.y)) for r in pts]
                 limits = [(x, v) for x, v in limits if v is not None]
                 if self.sol and limits:
-                    fig.add_trace(go.Scatter(x=[x for x, _ in limits], y=[v for _, v in limits], mode="lines",
-                                             name=f"{label} · speed of light", line=dict(dash="dash", width=1)))
+                    fig.add_trace(
+                        go.Scatter(
+                            x=[x for x, _ in limits],
+                            y=[v for _, v in limits],
+                            mode="lines",
+                            name=f"{label} · speed of light",
+                            line=dict(dash="dash", width=1),
+                        )
+                    )
         if bad:
             ys = [r[self.y] for r in ok]
             floor = (min(ys) * 0.8 if ys else 1) if self.log_y else 0
             by_x: dict = {}
             for r in bad:
                 by_x.setdefault(r[self.x], []).append(r)
-            fig.add_trace(go.Scatter(
-                x=list(by_x), y=[floor] * len(by_x), mode="markers+text", name="not measured",
-                marker=dict(symbol="x", size=12, color="crimson"), textposition="top center",
-                text=[" / ".join(f"{n} {st}" for st, n in Counter(r.get("status") for r in rs).items()) for rs in by_x.values()],
-                hovertext=["<br>".join(f"{self._label(r)}: {str(r.get('error', ''))[:90]}" for r in rs) for rs in by_x.values()]))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(by_x),
+                    y=[floor] * len(by_x),
+                    mode="markers+text",
+                    name="not measured",
+                    marker=dict(symbol="x", size=12, color="crimson"),
+                    textposition="top center",
+                    text=[
+                        " / ".join(f"{n} {st}" for st, n in Counter(r.get("status") for r in rs).items())
+                        for rs in by_x.values()
+                    ],
+                    hovertext=[
+                        "<br>".join(f"{self._label(r)}: {str(r.get('error', ''))[:90]}" for r in rs)
+                        for rs in by_x.values()
+                    ],
+                )
+            )
         if self.ceiling:
             fig.add_hline(y=self.ceiling[0], line_dash="dash", annotation_text=self.ceiling[1])
-        fig.update_layout(title=self.title or f"{self.y} vs {self.x}", xaxis_title=self.x, yaxis_title=self.y,
-                          height=self.height, template="plotly_white", legend_title_text=_legend(self.color),
-                          barmode="group")
+        fig.update_layout(
+            title=self.title or f"{self.y} vs {self.x}",
+            xaxis_title=self.x,
+            yaxis_title=self.y,
+            height=self.height,
+            template="plotly_white",
+            legend_title_text=_legend(self.color),
+            barmode="group",
+        )
         if categorical:
-            fig.update_xaxes(type="category", categoryorder="array",
-                             categoryarray=list(dict.fromkeys(r[self.x] for r in self.rows)))
+            fig.update_xaxes(
+                type="category",
+                categoryorder="array",
+                categoryarray=list(dict.fromkeys(r[self.x] for r in self.rows)),
+            )
         if self.log_x:
             fig.update_xaxes(type="log")
         if self.log_y:
@@ -107,14 +162,18 @@ class LivePlot:
 
     def point_count(self) -> int:
         """Points drawn (measured ones), for tests and assertions."""
-        return sum(len(t.x) for t in self.figure().data if t.name != "not measured" and "speed of light" not in t.name)
+        return sum(
+            len(t.x)
+            for t in self.figure().data
+            if t.name != "not measured" and "speed of light" not in t.name
+        )
 
     def failure_count(self) -> int:
         """Rows that were not measured (OOM, unsupported, error)."""
         return sum(1 for r in self.rows if r.get("status", "ok") != "ok")
 
     # ---- display
-    def show(self) -> "LivePlot":
+    def show(self) -> LivePlot:
         """Display the figure now; later ``add`` calls update it in place."""
 
         self._handle = display(mime_bundle(self.figure()), raw=True, display_id=True)
@@ -126,7 +185,6 @@ class LivePlot:
 
     def _redraw(self) -> None:
         if self._output is not None:
-
             with self._output:
                 clear_output(wait=True)
                 display(mime_bundle(self.figure()), raw=True)
@@ -157,8 +215,10 @@ def mime_bundle(fig: go.Figure) -> dict:
     renderers, so a display id sticks and updates redraw in place; saved notebooks stay small."""
     spec = json.loads(fig.to_json())
     spec["config"] = {"displaylogo": False}
-    return {"application/vnd.plotly.v1+json": spec,
-            "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn", config=spec["config"])}
+    return {
+        "application/vnd.plotly.v1+json": spec,
+        "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn", config=spec["config"]),
+    }
 
 
 def _finite(v) -> bool:
@@ -174,46 +234,101 @@ def _legend(color) -> str:
     return color if isinstance(color, str) else " / ".join(color)
 
 
-def bars(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", barmode: str = "group",
-         **kw) -> go.Figure:
+def bars(
+    df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", barmode: str = "group", **kw
+) -> go.Figure:
     """A grouped (or, with ``barmode="stack"``, stacked) bar chart of a results table."""
     fig = go.Figure()
     groups = [(None, df)] if color is None else list(df.groupby(color, sort=False))
     for label, part in groups:
-        fig.add_trace(go.Bar(x=part[x].astype(str), y=part[y], name=str(label) if label is not None else y,
-                             text=[f"{v:.2f}" for v in part[y]], textposition="outside"))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, barmode=barmode, template="plotly_white", **kw)
+        fig.add_trace(
+            go.Bar(
+                x=part[x].astype(str),
+                y=part[y],
+                name=str(label) if label is not None else y,
+                text=[f"{v:.2f}" for v in part[y]],
+                textposition="outside",
+            )
+        )
+    fig.update_layout(
+        title=title, xaxis_title=x, yaxis_title=y, barmode=barmode, template="plotly_white", **kw
+    )
     return fig
 
 
-def facet_bars(df: pd.DataFrame, x: str, y: str, color: str, facet: str, title: str = "", log_y: bool = False,
-               height: int = 420) -> go.Figure:
+def facet_bars(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    color: str,
+    facet: str,
+    title: str = "",
+    log_y: bool = False,
+    height: int = 420,
+) -> go.Figure:
     """Grouped bars of ``y`` by ``x`` and ``color``, one panel per value of ``facet`` (e.g. a workload).
 
     Rows that did not run (OOM, unsupported) keep their place: an empty bar labelled with the status."""
     d = df.copy()
     ok = (d.get("status", "ok") == "ok") & d[y].notna()
-    d["label"] = [f"{v:.3g}" if good else str(st) for v, good, st in zip(d[y], ok, d.get("status", ["ok"] * len(d)))]
+    d["label"] = [
+        f"{v:.3g}" if good else str(st) for v, good, st in zip(d[y], ok, d.get("status", ["ok"] * len(d)))
+    ]
     d[y] = d[y].where(ok, 0)
     d[x], d[color] = d[x].astype(str), d[color].astype(str)
-    fig = px.bar(d, x=x, y=y, color=color, facet_col=facet, barmode="group", text="label", log_y=log_y,
-                 title=title, height=height, template="plotly_white")
+    fig = px.bar(
+        d,
+        x=x,
+        y=y,
+        color=color,
+        facet_col=facet,
+        barmode="group",
+        text="label",
+        log_y=log_y,
+        title=title,
+        height=height,
+        template="plotly_white",
+    )
     fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=9)
     return fig
 
 
-def pareto_plot(df: pd.DataFrame, front, x: str = "peak_alloc_gib", y: str = "decode_tok_s",
-                label: tuple[str, ...] = ("attention", "weights"), title: str = "") -> go.Figure:
+def pareto_plot(
+    df: pd.DataFrame,
+    front,
+    x: str = "peak_alloc_gib",
+    y: str = "decode_tok_s",
+    label: tuple[str, ...] = ("attention", "weights"),
+    title: str = "",
+) -> go.Figure:
     """Every measured combination as a point (less ``x`` and more ``y`` is better); the Pareto front, the points
     nothing beats on both counts, joined by a line and named."""
     d = df[df.get("status", "ok") == "ok"].copy() if "status" in df else df.copy()
     on = pd.Series(front, index=df.index).reindex(d.index).fillna(False).astype(bool)
     d["name"] = d[list(label)].astype(str).agg(" + ".join, axis=1)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=d.loc[~on, x], y=d.loc[~on, y], mode="markers", name="dominated",
-                             marker=dict(color="lightgray", size=9), text=d.loc[~on, "name"], hoverinfo="text+x+y"))
+    fig.add_trace(
+        go.Scatter(
+            x=d.loc[~on, x],
+            y=d.loc[~on, y],
+            mode="markers",
+            name="dominated",
+            marker=dict(color="lightgray", size=9),
+            text=d.loc[~on, "name"],
+            hoverinfo="text+x+y",
+        )
+    )
     best = d[on].sort_values(x)
-    fig.add_trace(go.Scatter(x=best[x], y=best[y], mode="lines+markers+text", name="Pareto front",
-                             marker=dict(size=12, color="seagreen"), text=best["name"], textposition="top left"))
+    fig.add_trace(
+        go.Scatter(
+            x=best[x],
+            y=best[y],
+            mode="lines+markers+text",
+            name="Pareto front",
+            marker=dict(size=12, color="seagreen"),
+            text=best["name"],
+            textposition="top left",
+        )
+    )
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=440)
     return fig

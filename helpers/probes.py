@@ -24,7 +24,7 @@ def probe_dtype(dev: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sdpa_backend_runs(backend: str, dtype: torch.dtype, dev: str, head_dim: int) -> tuple[bool, str]:
     q = torch.randn(1, 2, 16, head_dim, device=dev, dtype=dtype)
     try:
@@ -37,8 +37,9 @@ def _sdpa_backend_runs(backend: str, dtype: torch.dtype, dev: str, head_dim: int
         return False, str(e).splitlines()[0][:200]
 
 
-def sdpa_backend_runs(backend: str, dtype: torch.dtype, dev: torch.device | str | None = None,
-                      head_dim: int = 64) -> tuple[bool, str]:
+def sdpa_backend_runs(
+    backend: str, dtype: torch.dtype, dev: torch.device | str | None = None, head_dim: int = 64
+) -> tuple[bool, str]:
     """Run one tiny causal SDPA call pinned to ``backend``; return (ran, why)."""
     dev = torch.device(dev) if dev is not None else device()
     return _sdpa_backend_runs(backend, dtype, str(dev), head_dim)
@@ -52,8 +53,9 @@ def has_module(name: str) -> bool:
         return False
 
 
-def flash_package_problem(variant: variants.AttentionVariant, dtype: torch.dtype,
-                          dev: torch.device) -> str | None:
+def flash_package_problem(
+    variant: variants.AttentionVariant, dtype: torch.dtype, dev: torch.device
+) -> str | None:
     """Why ``fa2``/``fa3``/``fa4`` cannot run here, or ``None`` if it can."""
     from transformers.utils import is_flash_attn_2_available  # transformers is heavy: only when asked
 
@@ -70,7 +72,7 @@ def flash_package_problem(variant: variants.AttentionVariant, dtype: torch.dtype
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flex_runs(dtype: torch.dtype, dev: str) -> tuple[bool, str]:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # its import can fail on old builds
@@ -84,8 +86,9 @@ def _flex_runs(dtype: torch.dtype, dev: str) -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
 
 
-def attention_problem(name: str, dtype: torch.dtype, dev: torch.device | None = None,
-                      head_dim: int = 64) -> str | None:
+def attention_problem(
+    name: str, dtype: torch.dtype, dev: torch.device | None = None, head_dim: int = 64
+) -> str | None:
     """Why the attention path ``name`` cannot run with ``dtype`` here, or ``None`` if it can."""
     dev = dev or device()
     v = variants.attention_variant(name)
@@ -107,9 +110,16 @@ def attention_support(dtype: torch.dtype | None = None) -> pd.DataFrame:
     rows = []
     for name, v in variants.ATTENTION.items():
         problem = attention_problem(name, dtype, dev)
-        rows.append({"attention": name, "implementation": v.implementation,
-                     "dtype": variants.dtype_name(dtype), "runs_here": problem is None,
-                     "detail": problem or "runs", "what_it_is": v.description})
+        rows.append(
+            {
+                "attention": name,
+                "implementation": v.implementation,
+                "dtype": variants.dtype_name(dtype),
+                "runs_here": problem is None,
+                "detail": problem or "runs",
+                "what_it_is": v.description,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -125,14 +135,14 @@ def flash_path(dtype: torch.dtype | None = None) -> tuple[str, str]:
         return "fa2", "the flash-attn package (attn_implementation='flash_attention_2')"
     if attention_problem("sdpa-flash", dtype, dev) is None:
         where = "CUDA FlashAttention-2 kernels" if dev.type == "cuda" else "CPU flash-attention kernel"
-        return "sdpa-flash", (f"flash-attn is not installed: PyTorch SDPA pinned to its {where} "
-                              "(attn_implementation='sdpa' + sdpa_kernel(FLASH_ATTENTION))")
+        return "sdpa-flash", (
+            f"flash-attn is not installed: PyTorch SDPA pinned to its {where} "
+            "(attn_implementation='sdpa' + sdpa_kernel(FLASH_ATTENTION))"
+        )
     return "sdpa", "no flash kernel runs here: PyTorch SDPA with the kernel it picks"
 
 
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _quant_runs(mode: str, dev: str) -> tuple[bool, str]:
     if importlib.util.find_spec("bitsandbytes") is None:
         return False, "bitsandbytes is not installed (pip install bitsandbytes)"
@@ -166,6 +176,7 @@ def quantization_support() -> pd.DataFrame:
     rows = []
     for mode in variants.QUANT_MODES[1:]:
         problem = quantization_problem(mode, dev)
-        rows.append({"quant": mode, "runs_here": problem is None, "detail": problem or _quant_runs(mode, str(dev))[1]})
+        rows.append(
+            {"quant": mode, "runs_here": problem is None, "detail": problem or _quant_runs(mode, str(dev))[1]}
+        )
     return pd.DataFrame(rows)
-

@@ -38,7 +38,9 @@ class Profile:
     short_seq: int = 512
     sweep_reps: int = 5  # reps for heavy sweeps (many points, long sequences)
     half: str = "bf16"  # what "16-bit weights" means here: bf16, or fp16 on cards without bf16
-    chapters: dict[str, dict] = field(default_factory=dict)  # per-chapter sizes: environment.chapter reads them
+    chapters: dict[str, dict] = field(
+        default_factory=dict
+    )  # per-chapter sizes: environment.chapter reads them
     reason: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -51,57 +53,163 @@ class Profile:
 # the profile's shared fields (decoder, dtype, half, seq_lens, ...). One table per profile, nothing in notebooks.
 _CPU_CHAPTERS = {
     "00": dict(measure_peaks=True),
-    "01": dict(measure_peaks=True, models=["llama-2-7b-tiny", "falcon-7b-tiny"], batch_sizes=[1, 2, 4],
-               pad_fractions=[0.0, 0.1, 0.25, 0.5]),
-    "02": dict(measure_peaks=False, encoder_dtype="fp32", encoder_batches=[8, 32], opt="opt-350m-tiny", opt_dtype="fp32",
-               # a CPU has no flash kernel for float32 SDPA to refuse; its memory-efficient one refuses instead
-               refusing_backend="EFFICIENT_ATTENTION"),
-    "03": dict(measure_peaks=True, model="llama-2-7b-tiny", gen_batches=[1, 2], budget_fraction=0.65,
-               encoder_dtype="fp32"),
-    "04": dict(measure_peaks=True, model="llama-2-7b-tiny", gen_batches=[1, 2], new_tokens=4, layer_features=1024,
-               layer_dtype="fp32", colab_models=["t5-11b-tiny", "bloom-3b-tiny"], colab_budget_gib=None),
+    "01": dict(
+        measure_peaks=True,
+        models=["llama-2-7b-tiny", "falcon-7b-tiny"],
+        batch_sizes=[1, 2, 4],
+        pad_fractions=[0.0, 0.1, 0.25, 0.5],
+    ),
+    "02": dict(
+        measure_peaks=False,
+        encoder_dtype="fp32",
+        encoder_batches=[8, 32],
+        opt="opt-350m-tiny",
+        opt_dtype="fp32",
+        # a CPU has no flash kernel for float32 SDPA to refuse; its memory-efficient one refuses instead
+        refusing_backend="EFFICIENT_ATTENTION",
+    ),
+    "03": dict(
+        measure_peaks=True,
+        model="llama-2-7b-tiny",
+        gen_batches=[1, 2],
+        budget_fraction=0.65,
+        encoder_dtype="fp32",
+    ),
+    "04": dict(
+        measure_peaks=True,
+        model="llama-2-7b-tiny",
+        gen_batches=[1, 2],
+        new_tokens=4,
+        layer_features=1024,
+        layer_dtype="fp32",
+        colab_models=["t5-11b-tiny", "bloom-3b-tiny"],
+        colab_budget_gib=None,
+    ),
     "05": dict(measure_peaks=True, model="llama-2-7b-tiny", prompts=[32, 128], batches=[1, 4], new_tokens=8),
     "06": dict(measure_peaks=False, model="llama-2-7b-tiny", steps=60, seq_len=256, batch=4),
     # fp32 here: teacher-forced agreement of the compiled loop is checked to 99% on a CPU, which bf16 rounding blurs
-    "07": dict(measure_peaks=True, model="llama-2-7b-tiny", half="fp32", prompt=32, new_tokens=32, batches=[1, 2, 4, 8],
-               prefill_lens=[64, 128, 256], decode_reps=7),
+    "07": dict(
+        measure_peaks=True,
+        model="llama-2-7b-tiny",
+        half="fp32",
+        prompt=32,
+        new_tokens=32,
+        batches=[1, 2, 4, 8],
+        prefill_lens=[64, 128, 256],
+        decode_reps=7,
+    ),
 }
 _GPU_CHAPTERS = {
     "00": dict(measure_peaks=True),
-    "01": dict(measure_peaks=True, models=["llama-2-7b", "falcon-7b"], batch_sizes=[1, 2, 4, 8],
-               pad_fractions=[0.0, 0.1, 0.25, 0.5]),
-    "02": dict(measure_peaks=False, encoder_dtype="fp16", encoder_batches=[32, 128, 512], opt="opt-350m", opt_dtype="fp16",
-               refusing_backend="FLASH_ATTENTION"),
-    "03": dict(measure_peaks=True, model="llama-2-7b", gen_batches=[1, 8, 32], budget_fraction=0.65, encoder_dtype="fp16"),
-    "04": dict(measure_peaks=True, model="llama-2-7b", gen_batches=[1, 16], new_tokens=64, layer_features=4096,
-               layer_dtype="fp16", colab_models=["t5-11b", "bloom-3b"], colab_budget_gib=15.0),
+    "01": dict(
+        measure_peaks=True,
+        models=["llama-2-7b", "falcon-7b"],
+        batch_sizes=[1, 2, 4, 8],
+        pad_fractions=[0.0, 0.1, 0.25, 0.5],
+    ),
+    "02": dict(
+        measure_peaks=False,
+        encoder_dtype="fp16",
+        encoder_batches=[32, 128, 512],
+        opt="opt-350m",
+        opt_dtype="fp16",
+        refusing_backend="FLASH_ATTENTION",
+    ),
+    "03": dict(
+        measure_peaks=True,
+        model="llama-2-7b",
+        gen_batches=[1, 8, 32],
+        budget_fraction=0.65,
+        encoder_dtype="fp16",
+    ),
+    "04": dict(
+        measure_peaks=True,
+        model="llama-2-7b",
+        gen_batches=[1, 16],
+        new_tokens=64,
+        layer_features=4096,
+        layer_dtype="fp16",
+        colab_models=["t5-11b", "bloom-3b"],
+        colab_budget_gib=15.0,
+    ),
     "05": dict(measure_peaks=True, model="llama-2-7b", prompts=[512, 2048], batches=[1, 16], new_tokens=16),
     "06": dict(measure_peaks=False, model="llama-2-7b", steps=200, seq_len=512, batch=4),
-    "07": dict(measure_peaks=True, model="llama-2-7b", prompt=128, new_tokens=64, batches=[1, 4, 16, 64, 128],
-               prefill_lens=[1024, 2048, 4096, 8192, 16384], decode_reps=3),
+    "07": dict(
+        measure_peaks=True,
+        model="llama-2-7b",
+        prompt=128,
+        new_tokens=64,
+        batches=[1, 4, 16, 64, 128],
+        prefill_lens=[1024, 2048, 4096, 8192, 16384],
+        decode_reps=3,
+    ),
 }
 # A T4-sized card: ~1B models; T5-11B is left out of the Colab demo (its fp32 offload needs 42 GiB of host memory).
 _SMALL_CHAPTERS = {k: {**v} for k, v in _GPU_CHAPTERS.items()}
-for _k, _v in {"01": dict(models=["llama-1.1b", "opt-350m"]), "03": dict(model="llama-1.1b"),
-               "04": dict(model="llama-1.1b", colab_models=["bloom-3b"]), "05": dict(model="llama-1.1b"),
-               "06": dict(model="llama-1.1b"),
-               "07": dict(model="llama-1.1b", prefill_lens=[1024, 2048, 4096, 8192])}.items():
+for _k, _v in {
+    "01": dict(models=["llama-1.1b", "opt-350m"]),
+    "03": dict(model="llama-1.1b"),
+    "04": dict(model="llama-1.1b", colab_models=["bloom-3b"]),
+    "05": dict(model="llama-1.1b"),
+    "06": dict(model="llama-1.1b"),
+    "07": dict(model="llama-1.1b", prefill_lens=[1024, 2048, 4096, 8192]),
+}.items():
     _SMALL_CHAPTERS[_k].update(_v)
 
 
 PROFILES: dict[str, Profile] = {
-    "cpu": Profile("cpu", "llama-2-7b-tiny", "llama-2-7b-tiny", "fp32", [64, 128, 256], [1, 2, 4], 256,
-                   warmup=1, reps=5, new_tokens=8, decoders=["llama-2-7b-tiny", "falcon-7b-tiny"],
-                   memory_seq_lens=[64, 128, 256, 512], short_seq=64, sweep_reps=3, half="bf16",
-                   chapters=_CPU_CHAPTERS),
-    "small-gpu": Profile("small-gpu", "llama-1.1b", "opt-350m", "bf16", [512, 1024, 2048], [1, 2, 4, 8], 2048,
-                         warmup=2, reps=10, new_tokens=64, decoders=["llama-1.1b", "opt-350m"],
-                         memory_seq_lens=[512, 1024, 2048, 4096, 8192, 16384], short_seq=512, sweep_reps=5,
-                         chapters=_SMALL_CHAPTERS),
-    "large-gpu": Profile("large-gpu", "llama-2-7b", "llama-1.1b", "bf16", [512, 1024, 2048, 4096], [1, 2, 4, 8], 4096,
-                         warmup=3, reps=10, new_tokens=128, decoders=["llama-2-7b", "falcon-7b"],
-                         memory_seq_lens=[1024, 2048, 4096, 8192, 16384, 32768], short_seq=512, sweep_reps=3,
-                         chapters=_GPU_CHAPTERS),
+    "cpu": Profile(
+        "cpu",
+        "llama-2-7b-tiny",
+        "llama-2-7b-tiny",
+        "fp32",
+        [64, 128, 256],
+        [1, 2, 4],
+        256,
+        warmup=1,
+        reps=5,
+        new_tokens=8,
+        decoders=["llama-2-7b-tiny", "falcon-7b-tiny"],
+        memory_seq_lens=[64, 128, 256, 512],
+        short_seq=64,
+        sweep_reps=3,
+        half="bf16",
+        chapters=_CPU_CHAPTERS,
+    ),
+    "small-gpu": Profile(
+        "small-gpu",
+        "llama-1.1b",
+        "opt-350m",
+        "bf16",
+        [512, 1024, 2048],
+        [1, 2, 4, 8],
+        2048,
+        warmup=2,
+        reps=10,
+        new_tokens=64,
+        decoders=["llama-1.1b", "opt-350m"],
+        memory_seq_lens=[512, 1024, 2048, 4096, 8192, 16384],
+        short_seq=512,
+        sweep_reps=5,
+        chapters=_SMALL_CHAPTERS,
+    ),
+    "large-gpu": Profile(
+        "large-gpu",
+        "llama-2-7b",
+        "llama-1.1b",
+        "bf16",
+        [512, 1024, 2048, 4096],
+        [1, 2, 4, 8],
+        4096,
+        warmup=3,
+        reps=10,
+        new_tokens=128,
+        decoders=["llama-2-7b", "falcon-7b"],
+        memory_seq_lens=[1024, 2048, 4096, 8192, 16384, 32768],
+        short_seq=512,
+        sweep_reps=3,
+        chapters=_GPU_CHAPTERS,
+    ),
 }
 
 
@@ -136,4 +244,3 @@ def profile(name: str | None = None) -> Profile:
     if name != "cpu" and info.kind == "cpu":
         p.notes.append("a GPU profile on a CPU: expect it to be very slow")
     return p
-

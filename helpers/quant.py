@@ -85,7 +85,9 @@ def bytes_breakdown(model) -> pd.DataFrame:
     return df.sort_values("bytes", ascending=False, ignore_index=True)
 
 
-def bits_per_value(breakdown: pd.DataFrame, kinds: tuple[str, ...] = ("4-bit weights (packed)", "int8 weights")) -> float:
+def bits_per_value(
+    breakdown: pd.DataFrame, kinds: tuple[str, ...] = ("4-bit weights (packed)", "int8 weights")
+) -> float:
     """Average bits per quantized weight, quantization constants included (4-bit: about 4.5, or 4.127 with
     double quantization; int8: about 8.03)."""
     b = breakdown.set_index("kind")
@@ -98,8 +100,17 @@ def bits_per_value(breakdown: pd.DataFrame, kinds: tuple[str, ...] = ("4-bit wei
 
 # --------------------------------------------------------------------------- LLM.int8() by hand
 
-def outlier_activations(tokens: int, features: int, *, outliers: int = 4, magnitude: float = 60.0,
-                        seed: int = 0, dtype=torch.float16, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+
+def outlier_activations(
+    tokens: int,
+    features: int,
+    *,
+    outliers: int = 4,
+    magnitude: float = 60.0,
+    seed: int = 0,
+    dtype=torch.float16,
+    device=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states like a large trained transformer's: N(0, 1) except a few feature columns whose
     values are tens of times larger (the "emergent outliers" of the LLM.int8() paper).
 
@@ -141,10 +152,19 @@ def bnb_int8_linear(linear: nn.Linear, threshold: float, device) -> nn.Module:
     try:
         import bitsandbytes as bnb  # optional on machines without it: the error names the fix
     except ImportError as e:
-        raise WorkbookError("bitsandbytes is not installed.", "Install the workbook's pinned set: ./workbook lab") from e
-    layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                has_fp16_weights=False, threshold=threshold)
-    layer.weight = bnb.nn.Int8Params(linear.weight.data.clone().cpu(), requires_grad=False, has_fp16_weights=False)
+        raise WorkbookError(
+            "bitsandbytes is not installed.", "Install the workbook's pinned set: ./workbook lab"
+        ) from e
+    layer = bnb.nn.Linear8bitLt(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        has_fp16_weights=False,
+        threshold=threshold,
+    )
+    layer.weight = bnb.nn.Int8Params(
+        linear.weight.data.clone().cpu(), requires_grad=False, has_fp16_weights=False
+    )
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.data.clone().cpu(), requires_grad=False)
     return layer.to(device)
@@ -161,8 +181,14 @@ def load_sized(name: str, **load_kwargs):
     allocated = (torch.cuda.memory_allocated() - before) / GIB if cuda else float("nan")
     b = bytes_breakdown(loaded.model)
     high = ~b.kind.isin(["4-bit weights (packed)", "int8 weights", "quantization constants"])
-    row = {**loaded.describe(), "footprint_gib": loaded.footprint_gib(), "breakdown_gib": b.gib.sum(),
-           "allocated_gib": allocated, "bits_per_quantized_weight": bits_per_value(b),
-           "high_precision_share": float(b[high].bytes.sum() / b.bytes.sum()), "load_s": loaded.load_s,
-           "device": device_info().name}
+    row = {
+        **loaded.describe(),
+        "footprint_gib": loaded.footprint_gib(),
+        "breakdown_gib": b.gib.sum(),
+        "allocated_gib": allocated,
+        "bits_per_quantized_weight": bits_per_value(b),
+        "high_precision_share": float(b[high].bytes.sum() / b.bytes.sum()),
+        "load_s": loaded.load_s,
+        "device": device_info().name,
+    }
     return loaded, row, b.assign(weights=row["weights"])

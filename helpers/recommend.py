@@ -18,7 +18,9 @@ NEEDED = ("status", "prefill_ms", "decode_ms_per_token", "batch_size", "prompt_l
 def _check(df: pd.DataFrame, memory: str = "peak_alloc_gib") -> pd.DataFrame:
     missing = [c for c in NEEDED + (memory,) if c not in df.columns]
     if missing:
-        raise WorkbookError(f"The table lacks {missing}.", "Pass rows written by measure.generate through sweeps.run.")
+        raise WorkbookError(
+            f"The table lacks {missing}.", "Pass rows written by measure.generate through sweeps.run."
+        )
     return df[df.status == "ok"].copy()
 
 
@@ -30,8 +32,11 @@ def pareto(df: pd.DataFrame, memory: str = "peak_alloc_gib", speed: str = "decod
     front = pd.Series(False, index=df.index)
     for i, row in df[ok].iterrows():
         others = df[ok].drop(index=i)
-        dominated = ((others[memory] <= row[memory]) & (others[speed] >= row[speed])
-                     & ((others[memory] < row[memory]) | (others[speed] > row[speed]))).any()
+        dominated = (
+            (others[memory] <= row[memory])
+            & (others[speed] >= row[speed])
+            & ((others[memory] < row[memory]) | (others[speed] > row[speed]))
+        ).any()
         front[i] = not dominated
     return front
 
@@ -41,9 +46,16 @@ def request_seconds(row, new_tokens: int) -> float:
     return (row["prefill_ms"] + max(new_tokens - 1, 0) * row["decode_ms_per_token"]) / 1e3
 
 
-def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_tokens: int, batch_size: int,
-              label: tuple[str, ...] = ("attention", "weights"),
-              memory: str = "peak_alloc_gib") -> tuple[pd.Series | None, str, pd.DataFrame]:
+def recommend(
+    df: pd.DataFrame,
+    *,
+    budget_gib: float,
+    prompt_len: int,
+    new_tokens: int,
+    batch_size: int,
+    label: tuple[str, ...] = ("attention", "weights"),
+    memory: str = "peak_alloc_gib",
+) -> tuple[pd.Series | None, str, pd.DataFrame]:
     """The fastest measured combination for a workload that fits ``budget_gib``.
 
     Uses the measured rows closest to the workload (the nearest measured prompt length and batch size, at
@@ -65,17 +77,27 @@ def recommend(df: pd.DataFrame, *, budget_gib: float, prompt_len: int, new_token
     rows["request_s"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens)
     rows["fits"] = rows[memory] <= budget_gib
     rows = rows.sort_values(["fits", "request_s"], ascending=[False, True])
-    rows = rows.drop_duplicates(subset=[c for c in label if c in rows] + ["fits"])  # repeated runs: keep the fastest
+    rows = rows.drop_duplicates(
+        subset=[c for c in label if c in rows] + ["fits"]
+    )  # repeated runs: keep the fastest
     name = lambda r: " + ".join(str(r[c]) for c in label if c in r)  # noqa: E731
     where = f"measured at prompt {picks['prompt_len']}, batch {picks['batch_size']}"
     fitting = rows[rows.fits]
     if fitting.empty:
         smallest = rows.sort_values(memory).iloc[0]
-        return None, (f"Nothing measured fits {budget_gib:.3g} GiB ({where}); the smallest, {name(smallest)}, "
-                      f"needs {smallest[memory]:.3g} GiB."), rows
+        return (
+            None,
+            (
+                f"Nothing measured fits {budget_gib:.3g} GiB ({where}); the smallest, {name(smallest)}, "
+                f"needs {smallest[memory]:.3g} GiB."
+            ),
+            rows,
+        )
     best = fitting.iloc[0]
-    why = (f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, needs {best[memory]:.3g} GiB "
-           f"of {budget_gib:.3g} ({where}).")
+    why = (
+        f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, needs {best[memory]:.3g} GiB "
+        f"of {budget_gib:.3g} ({where})."
+    )
     if len(fitting) > 1:
         second = fitting.iloc[1]
         why += f" Next: {name(second)} at {second.request_s:.2f} s."
@@ -92,7 +114,9 @@ def budget_choices(df: pd.DataFrame, n: int = 6, memory: str = "peak_alloc_gib")
     ok = _check(df, memory)
     peaks = sorted(ok[memory].dropna().unique())
     if not peaks:
-        raise WorkbookError("No measured combination ran, so no budget can be suggested.", "Run the grid first.")
+        raise WorkbookError(
+            "No measured combination ran, so no budget can be suggested.", "Run the grid first."
+        )
     step = max(1, math.ceil(len(peaks) / n))
     picks = peaks[::step] + ([peaks[-1]] if (len(peaks) - 1) % step else [])
 

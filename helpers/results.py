@@ -28,7 +28,8 @@ def results_dir() -> Path:
 
 def path_for(name: str, card: str | None = None, shipped: bool = False) -> Path:
     """``results/<card>/<name>.csv``; ``card`` defaults to this machine's (``cpu``, ``nvidia-h100-80gb-hbm3``).
-    ``shipped=True``: the repository's own ``results/`` (what the workbook ships), whatever ``$WORKBOOK_RESULTS`` says."""
+    ``shipped=True``: the repository's own ``results/`` (what the workbook ships), whatever
+    ``$WORKBOOK_RESULTS`` says."""
     return (ROOT / "results" if shipped else results_dir()) / (card or card_slug()) / f"{name}.csv"
 
 
@@ -40,8 +41,12 @@ def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None
     path = path_for(name, card)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
-    info = {"card": device_info().__dict__, "versions": versions(),
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": len(df)}
+    info = {
+        "card": device_info().__dict__,
+        "versions": versions(),
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": len(df),
+    }
     info.update(meta or {})
     path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
     return path
@@ -53,7 +58,9 @@ def load(name: str, card: str | None = None, shipped: bool = False) -> pd.DataFr
     path = path_for(name, card, shipped)
     if not path.exists():
         have = sorted(p.relative_to(results_dir()).as_posix() for p in results_dir().glob("*/*.csv"))
-        raise WorkbookError(f"No saved results at {path}.", f"Run the notebook that makes them, or pick one of {have}.")
+        raise WorkbookError(
+            f"No saved results at {path}.", f"Run the notebook that makes them, or pick one of {have}."
+        )
     return pd.read_csv(path)
 
 
@@ -96,6 +103,8 @@ def append_row(path, row: dict) -> None:
 
 def saved() -> pd.DataFrame:
     """Every saved table: card, name, rows."""
-    rows = [{"card": p.parent.name, "name": p.stem, "rows": sum(1 for _ in p.open()) - 1}
-            for p in sorted(results_dir().glob("*/*.csv"))]
+    rows = [
+        {"card": p.parent.name, "name": p.stem, "rows": sum(1 for _ in p.open()) - 1}
+        for p in sorted(results_dir().glob("*/*.csv"))
+    ]
     return pd.DataFrame(rows, columns=["card", "name", "rows"])

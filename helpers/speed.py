@@ -18,10 +18,10 @@ import torch
 from . import measure, models, registry
 from .batches import make_batch
 from .ceilings import SpeedOfLight
+from .errors import WorkbookError
 from .hardware import sync
 from .timing import peak_memory, time_callable
 from .workload import count_params, decode_step_bytes, kv_cache_bytes
-from .errors import WorkbookError
 
 MODES = ("dynamic", "static", "compiled", "compiled-loop")
 
@@ -32,8 +32,10 @@ def generate_compiles(loaded: models.Loaded) -> str:
         return "generate compiles its decode step only on an accelerator (CUDA here), not on a CPU"
     quantizer = getattr(loaded.model, "hf_quantizer", None)
     if quantizer is not None and not quantizer.is_compileable:
-        return (f"transformers does not compile generate for {type(quantizer).__name__} models "
-                "(their quantizer is not marked compileable)")
+        return (
+            f"transformers does not compile generate for {type(quantizer).__name__} models "
+            "(their quantizer is not marked compileable)"
+        )
     return ""
 
 
@@ -52,8 +54,10 @@ class GreedyLoop:
         self.batch = make_batch(loaded, batch_size, prompt_len)
         self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
         self.step = torch.compile(self.model, mode="reduce-overhead", fullgraph=False, dynamic=False)
-        self.positions = [torch.full((batch_size, 1), prompt_len + i, dtype=torch.long, device=loaded.device)
-                          for i in range(max_new_tokens)]
+        self.positions = [
+            torch.full((batch_size, 1), prompt_len + i, dtype=torch.long, device=loaded.device)
+            for i in range(max_new_tokens)
+        ]
 
     def __call__(self, new_tokens: int, forced: torch.Tensor | None = None) -> torch.Tensor:
         """The greedy choice at each of ``new_tokens`` steps. With ``forced`` (batch x new_tokens tokens), step ``i``
@@ -64,11 +68,17 @@ class GreedyLoop:
             logits = self.model(**self.batch, past_key_values=self.cache, use_cache=True).logits
             token = logits[:, -1:].argmax(-1)
             out = [token]
-            for i, pos in enumerate(self.positions[:new_tokens - 1]):
-                fed = token if forced is None else forced[:, i:i + 1]
-                torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are read: replay may reuse them
-                logits = self.step(input_ids=fed, past_key_values=self.cache, position_ids=pos,
-                                   cache_position=pos[0], use_cache=True).logits
+            for i, pos in enumerate(self.positions[: new_tokens - 1]):
+                fed = token if forced is None else forced[:, i : i + 1]
+                # the previous step's outputs are read: replay may reuse them
+                torch.compiler.cudagraph_mark_step_begin()
+                logits = self.step(
+                    input_ids=fed,
+                    past_key_values=self.cache,
+                    position_ids=pos,
+                    cache_position=pos[0],
+                    use_cache=True,
+                ).logits
                 token = logits[:, -1:].argmax(-1)
                 out.append(token)
         return torch.cat(out, dim=1)
@@ -86,19 +96,36 @@ def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
         full = time_callable(lambda: loop(new_tokens), device=dev, warmup=1, reps=reps)
         mem = peak_memory(lambda: loop(new_tokens), device=dev)
         with torch.inference_mode(), loaded.context():
-            reference = loaded.model.generate(**loop.batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                              do_sample=False, pad_token_id=loaded.model.config.pad_token_id or 0)
+            reference = loaded.model.generate(
+                **loop.batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=loaded.model.config.pad_token_id or 0,
+            )
         reference = reference[:, prompt_len:].to(tokens.device)
         forced = loop(new_tokens, forced=reference)
     finally:
         torch._dynamo.reset()
     row = measure.decode_row(loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, sol=sol)
-    return {**row, "first_call_s": first, "same_tokens_as_generate": float((tokens == reference).float().mean()),
-            "next_token_agreement": float((forced == reference).float().mean())}
+    return {
+        **row,
+        "first_call_s": first,
+        "same_tokens_as_generate": float((tokens == reference).float().mean()),
+        "next_token_agreement": float((forced == reference).float().mean()),
+    }
 
 
-def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len: int, new_tokens: int,
-           sol: SpeedOfLight | None = None, reps: int = 3) -> dict:
+def decode(
+    loaded: models.Loaded,
+    mode: str,
+    *,
+    batch_size: int = 1,
+    prompt_len: int,
+    new_tokens: int,
+    sol: SpeedOfLight | None = None,
+    reps: int = 3,
+) -> dict:
     """Greedy decode in mode ``mode`` (see ``MODES``), measured as ``measure.generate`` does.
 
     ``compiled`` is transformers' own path: ``generate`` with a static cache compiles the decode step itself where
@@ -114,8 +141,12 @@ def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
     if mode == "compiled-loop":
         row = _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps)
-        return {"mode": mode, "compiled_by": "torch.compile", **row,
-                "compile_s": max(row["first_call_s"] - row["total_ms"] / 1e3, 0.0)}
+        return {
+            "mode": mode,
+            "compiled_by": "torch.compile",
+            **row,
+            "compile_s": max(row["first_call_s"] - row["total_ms"] / 1e3, 0.0),
+        }
     kwargs, compiled_by = {}, ""
     if mode in ("static", "compiled"):
         kwargs["cache_implementation"] = "static"
@@ -124,25 +155,40 @@ def decode(loaded: models.Loaded, mode: str, *, batch_size: int = 1, prompt_len:
     if mode == "compiled":
         why_not = generate_compiles(loaded)
         if why_not:
-            raise WorkbookError(f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model.")
+            raise WorkbookError(
+                f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model."
+            )
         compiled_by = "generate"
     batch = make_batch(loaded, batch_size, prompt_len)
     pad = loaded.model.config.pad_token_id
     try:
         t0 = time.perf_counter()
         with torch.inference_mode(), loaded.context():
-            loaded.model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  pad_token_id=pad if pad is not None else 0, **kwargs)
+            loaded.model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad if pad is not None else 0,
+                **kwargs,
+            )
         sync(loaded.device)
         first = time.perf_counter() - t0
-        row = measure.generate(loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs)
+        row = measure.generate(
+            loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs
+        )
     finally:
         if mode == "compiled":
             torch._dynamo.reset()
             if hasattr(loaded.model, "_compiled_call"):
                 del loaded.model._compiled_call
-    return {"mode": mode, "compiled_by": compiled_by, **row, "first_call_s": first,
-            "compile_s": max(first - row["total_ms"] / 1e3, 0.0)}
+    return {
+        "mode": mode,
+        "compiled_by": compiled_by,
+        **row,
+        "first_call_s": first,
+        "compile_s": max(first - row["total_ms"] / 1e3, 0.0),
+    }
 
 
 def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> pd.DataFrame:
@@ -158,8 +204,15 @@ def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> 
         step_bytes = weights + kv_cache_bytes(model, b, context_len)
         bw = b * gbs * 1e9 / step_bytes
         compute = tflops * 1e12 / flops_per_token
-        rows.append({"batch_size": b, "bandwidth_bound_tok_s": bw, "compute_bound_tok_s": compute,
-                     "ceiling_tok_s": min(bw, compute), "limited_by": "bandwidth" if bw < compute else "compute"})
+        rows.append(
+            {
+                "batch_size": b,
+                "bandwidth_bound_tok_s": bw,
+                "compute_bound_tok_s": compute,
+                "ceiling_tok_s": min(bw, compute),
+                "limited_by": "bandwidth" if bw < compute else "compute",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -178,15 +231,26 @@ def sol_summary(tables: dict[str, pd.DataFrame], labels: dict[str, str] | None =
         col = "sol_fraction_bandwidth" if decode else "sol_fraction_compute"
         if col not in ok or ok[col].isna().all():
             continue
-        keys = [k for k in ("weights", "mode", "attention") if k in ok and ok[k].nunique() > 1] or \
-               [k for k in ("weights", "attention") if k in ok][:1]
+        keys = [k for k in ("weights", "mode", "attention") if k in ok and ok[k].nunique() > 1] or [
+            k for k in ("weights", "attention") if k in ok
+        ][:1]
         for group, part in ok.groupby(keys, sort=False):
             part = part.dropna(subset=[col])
             if part.empty:
                 continue
             best = part.loc[part[col].idxmax()]
             group = group if isinstance(group, tuple) else (group,)
-            at = ", ".join(f"{k} {best[k]}" for k in ("batch_size", "prompt_len", "seq_len") if k in best and pd.notna(best[k]))
-            out.append({"technique": f"{labels.get(name, name)}: " + " / ".join(map(str, group)),
-                        "ceiling": "bandwidth" if decode else "arithmetic", "best_fraction": float(best[col]), "at": at})
+            at = ", ".join(
+                f"{k} {best[k]}"
+                for k in ("batch_size", "prompt_len", "seq_len")
+                if k in best and pd.notna(best[k])
+            )
+            out.append(
+                {
+                    "technique": f"{labels.get(name, name)}: " + " / ".join(map(str, group)),
+                    "ceiling": "bandwidth" if decode else "arithmetic",
+                    "best_fraction": float(best[col]),
+                    "at": at,
+                }
+            )
     return pd.DataFrame(out, columns=["technique", "ceiling", "best_fraction", "at"])

@@ -10,7 +10,7 @@ import contextlib
 import time
 import traceback
 import warnings
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -35,7 +35,8 @@ def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS))
+        isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS)
+    )
 
 
 def _is_kernel_reason(text: str) -> bool:
@@ -55,7 +56,9 @@ def _kernel_reasons():
                 yield reasons
             finally:
                 caught = list(record)
-                reasons += [" ".join(str(w.message).split()) for w in caught if _is_kernel_reason(str(w.message))]
+                reasons += [
+                    " ".join(str(w.message).split()) for w in caught if _is_kernel_reason(str(w.message))
+                ]
     finally:
         for w in caught:
             key = (w.category, str(w.message))
@@ -67,8 +70,15 @@ def _kernel_reasons():
 _SHOWN: set = set()
 
 
-def run(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: list | None = None,
-          on_row: Callable[[dict], None] | None = None, save_to=None, show_progress: bool = True) -> pd.DataFrame:
+def run(
+    points: Iterable[dict],
+    measure_one: Callable[[dict], dict],
+    *,
+    rows: list | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    save_to=None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Measure each point; a failure becomes a row, never the end of the sweep.
 
     Every row has ``status``: ``ok``, ``OOM`` (memory freed, the sweep goes on), ``unsupported``
@@ -93,12 +103,18 @@ def run(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: li
                 row = {**point, "status": "OOM", "error": str(e).splitlines()[0][:300]}
             elif is_no_kernel(e):
                 why = "; ".join(dict.fromkeys(reasons))[:600]
-                row = {**point, "status": "unsupported",
-                       "error": "No available kernel: " + (why or str(e).splitlines()[0][:300])}
+                row = {
+                    **point,
+                    "status": "unsupported",
+                    "error": "No available kernel: " + (why or str(e).splitlines()[0][:300]),
+                }
             else:
-                row = {**point, "status": "error",
-                       "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
-                       "traceback": traceback.format_exc(limit=3)}
+                row = {
+                    **point,
+                    "status": "error",
+                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+                    "traceback": traceback.format_exc(limit=3),
+                }
             del e
             free_memory()
         row["wall_s"] = time.perf_counter() - t0
@@ -110,7 +126,7 @@ def run(points: Iterable[dict], measure_one: Callable[[dict], dict], *, rows: li
             try:
                 on_row(row)
             except Exception as e:  # noqa: BLE001 - a plotting error must not lose a measurement
-                warnings.warn(f"on_row failed ({type(e).__name__}: {e}); the row is kept")
+                warnings.warn(f"on_row failed ({type(e).__name__}: {e}); the row is kept", stacklevel=2)
     return pd.DataFrame(rows)
 
 
@@ -146,6 +162,9 @@ class Progress:
         counts = ", ".join(f"{n} {k}" for k, n in self.statuses.items())
         if self.done >= self.total:
             return f"done: {self.total} of {self.total} points in {_duration(elapsed)} ({counts})"
-        left = f", about {_duration(elapsed / self.done * (self.total - self.done))} left" if self.done else ""
-        return (f"{self.done} of {self.total} points, {_duration(elapsed)} elapsed{left}"
-                + (f" ({counts})" if counts else ""))
+        left = (
+            f", about {_duration(elapsed / self.done * (self.total - self.done))} left" if self.done else ""
+        )
+        return f"{self.done} of {self.total} points, {_duration(elapsed)} elapsed{left}" + (
+            f" ({counts})" if counts else ""
+        )

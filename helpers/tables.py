@@ -5,8 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 
-def speedup(df: pd.DataFrame, index: list[str] | str, column: str = "attention", value: str = "latency_ms",
-            baseline: str = "eager") -> pd.DataFrame:
+def speedup(
+    df: pd.DataFrame,
+    index: list[str] | str,
+    column: str = "attention",
+    value: str = "latency_ms",
+    baseline: str = "eager",
+) -> pd.DataFrame:
     """One row per ``index``, one column per ``column`` value: ``baseline / value`` (>1: faster).
 
     Only rows with ``status == "ok"`` count; a missing cell means that point was not measured.
@@ -18,8 +23,14 @@ def speedup(df: pd.DataFrame, index: list[str] | str, column: str = "attention",
     return wide.rdiv(wide[baseline], axis=0).drop(columns=[baseline]).add_suffix(" speed-up")
 
 
-def ratio(df: pd.DataFrame, index: list[str] | str, value: str, numerator: str, denominator: str,
-          column: str = "attention") -> pd.Series:
+def ratio(
+    df: pd.DataFrame,
+    index: list[str] | str,
+    value: str,
+    numerator: str,
+    denominator: str,
+    column: str = "attention",
+) -> pd.Series:
     """``value`` of ``numerator`` over ``value`` of ``denominator`` per ``index`` (e.g. memory saved)."""
     ok = df[df.status == "ok"] if "status" in df else df
     wide = ok.pivot_table(index=index, columns=column, values=value, aggfunc="median")

@@ -53,7 +53,10 @@ PARAPHRASES = [
     ("Our flight was delayed by three hours because of fog.", "Fog held our plane back for three hours."),
     ("Thank you for your help.", "Thanks a lot for helping me."),
     ("The museum is closed on Mondays.", "On Mondays the museum does not open."),
-    ("Water boils at one hundred degrees Celsius at sea level.", "At sea level, water starts boiling at 100 °C."),
+    (
+        "Water boils at one hundred degrees Celsius at sea level.",
+        "At sea level, water starts boiling at 100 °C.",
+    ),
     ("Dogs bark.", "Dogs make barking sounds."),
     ("My phone battery is almost empty.", "My mobile is nearly out of charge."),
 ]
@@ -64,8 +67,9 @@ def batch(n: int, start: int = 0) -> list[str]:
     return [SENTENCES[(start + i) % len(SENTENCES)] for i in range(n)]
 
 
-def encode(tokenizer, sentences: list[str], pad_share: float | None = None, device=None,
-           seq_len: int | None = None) -> dict:
+def encode(
+    tokenizer, sentences: list[str], pad_share: float | None = None, device=None, seq_len: int | None = None
+) -> dict:
     """Tokenize a padded batch of ``sentences``.
 
     ``pad_share=None`` pads to the longest sentence (the natural share of padding); a number pads
@@ -82,10 +86,17 @@ def encode(tokenizer, sentences: list[str], pad_share: float | None = None, devi
         natural = tokenizer(sentences, padding="max_length", max_length=length, return_tensors="pt")
     batch = {k: v.to(device) if device is not None else v for k, v in natural.items()}
     mask = batch["attention_mask"]
-    return {"batch": batch, "real_tokens": real, "pad_share": 1 - real / mask.numel(), "seq_len": mask.shape[1]}
+    return {
+        "batch": batch,
+        "real_tokens": real,
+        "pad_share": 1 - real / mask.numel(),
+        "seq_len": mask.shape[1],
+    }
 
 
-def encode_to_length(tokenizer, n: int, seq_len: int, pad_share: float = 0.0, device=None, start: int = 0) -> dict:
+def encode_to_length(
+    tokenizer, n: int, seq_len: int, pad_share: float = 0.0, device=None, start: int = 0
+) -> dict:
     """A batch of ``n`` rows of real running text, every row padded to ``seq_len`` tokens.
 
     The first row is full (one long document); the others are cut shorter so that about ``pad_share``
@@ -95,14 +106,18 @@ def encode_to_length(tokenizer, n: int, seq_len: int, pad_share: float = 0.0, de
     if not 0 <= pad_share < 1:
         raise ValueError(f"pad_share must be in [0, 1), not {pad_share}")
     text = " ".join(SENTENCES[start:] + SENTENCES[:start])
-    ids = tokenizer(" ".join([text] * (1 + 4 * seq_len // max(len(text) // 4, 1))), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenizer(
+        " ".join([text] * (1 + 4 * seq_len // max(len(text) // 4, 1))),
+        add_special_tokens=False,
+        verbose=False,
+    )["input_ids"]
     short = seq_len if n == 1 else max(2, round(((1 - pad_share) * n - 1) * seq_len / (n - 1)))
     lengths = [seq_len] + [min(seq_len, short)] * (n - 1)
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
     rows = torch.full((n, seq_len), pad, dtype=torch.long)
     mask = torch.zeros((n, seq_len), dtype=torch.long)
     for i, length in enumerate(lengths):
-        body = ids[(i * 7) % 50:][: length - 2]
+        body = ids[(i * 7) % 50 :][: length - 2]
         rows[i, :length] = torch.tensor([cls, *body, sep])
         mask[i, :length] = 1
     batch = {"input_ids": rows, "token_type_ids": torch.zeros_like(rows), "attention_mask": mask}

@@ -14,8 +14,8 @@ import contextlib
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -47,13 +47,23 @@ class Timing:
 
     def summary(self, prefix: str = "latency") -> dict:
         """``{prefix}_ms`` (median), ``_p10_ms``, ``_p90_ms``, ``_std_ms`` and ``reps``."""
-        return {f"{prefix}_ms": self.median_ms, f"{prefix}_p10_ms": self.quantile_ms(0.1),
-                f"{prefix}_p90_ms": self.quantile_ms(0.9), f"{prefix}_std_ms": self.stdev_ms,
-                "reps": len(self.samples_ms)}
+        return {
+            f"{prefix}_ms": self.median_ms,
+            f"{prefix}_p10_ms": self.quantile_ms(0.1),
+            f"{prefix}_p90_ms": self.quantile_ms(0.9),
+            f"{prefix}_std_ms": self.stdev_ms,
+            "reps": len(self.samples_ms),
+        }
 
 
-def time_callable(fn: Callable[[], object], *, device: torch.device | str | None = None, warmup: int = 2,
-                  reps: int = 10, context: Callable[[], contextlib.AbstractContextManager] | None = None) -> Timing:
+def time_callable(
+    fn: Callable[[], object],
+    *,
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    reps: int = 10,
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> Timing:
     """Time ``fn`` after ``warmup`` untimed calls: CUDA events on a GPU, ``perf_counter`` on the CPU.
 
     ``context`` is a factory of the context each call runs in (e.g. ``loaded.context``).
@@ -61,13 +71,18 @@ def time_callable(fn: Callable[[], object], *, device: torch.device | str | None
     dev = torch.device(device) if device is not None else default_device()
     ctx = context or contextlib.nullcontext
     if reps < 1:
-        raise WorkbookError(f"reps={reps}: nothing would be timed.", "Use reps >= 1 (10 or more for a stable median).")
+        raise WorkbookError(
+            f"reps={reps}: nothing would be timed.", "Use reps >= 1 (10 or more for a stable median)."
+        )
     with ctx():
         for _ in range(warmup):
             fn()
         sync(dev)
         if dev.type == "cuda":
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+            events = [
+                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                for _ in range(reps)
+            ]
             for start, end in events:
                 start.record()
                 fn()
@@ -81,7 +96,6 @@ def time_callable(fn: Callable[[], object], *, device: torch.device | str | None
                 fn()
                 samples.append((time.perf_counter() - t0) * 1e3)
     return Timing(samples, warmup)
-
 
 
 @dataclass
@@ -98,12 +112,19 @@ class MemoryPeak:
         return self.peak_alloc_gib - self.before_alloc_gib
 
     def summary(self) -> dict:
-        return {"peak_alloc_gib": self.peak_alloc_gib, "peak_reserved_gib": self.peak_reserved_gib,
-                "above_weights_gib": self.above_before_gib}
+        return {
+            "peak_alloc_gib": self.peak_alloc_gib,
+            "peak_reserved_gib": self.peak_reserved_gib,
+            "above_weights_gib": self.above_before_gib,
+        }
 
 
-def peak_memory(fn: Callable[[], object], *, device: torch.device | str | None = None,
-                context: Callable[[], contextlib.AbstractContextManager] | None = None) -> MemoryPeak:
+def peak_memory(
+    fn: Callable[[], object],
+    *,
+    device: torch.device | str | None = None,
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> MemoryPeak:
     """Run ``fn`` once between a peak reset and a read of the allocator's peaks."""
     dev = torch.device(device) if device is not None else default_device()
     ctx = context or contextlib.nullcontext
@@ -119,5 +140,6 @@ def peak_memory(fn: Callable[[], object], *, device: torch.device | str | None =
         fn()
     torch.cuda.synchronize(dev)
     g = 2**30
-    return MemoryPeak(torch.cuda.max_memory_allocated(dev) / g, torch.cuda.max_memory_reserved(dev) / g, before / g)
-
+    return MemoryPeak(
+        torch.cuda.max_memory_allocated(dev) / g, torch.cuda.max_memory_reserved(dev) / g, before / g
+    )

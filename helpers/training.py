@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -39,7 +39,9 @@ def _tokens(tokenizer, docs: list[str], max_len: int) -> list[torch.Tensor]:
     eos = tokenizer.eos_token_id
     out = []
     for d in docs:
-        ids = tokenizer(d, add_special_tokens=False)["input_ids"][: max_len - 1] + ([eos] if eos is not None else [])
+        ids = tokenizer(d, add_special_tokens=False)["input_ids"][: max_len - 1] + (
+            [eos] if eos is not None else []
+        )
         out.append(torch.tensor(ids))
     return out
 
@@ -50,12 +52,12 @@ def padded_batches(tokenizer, docs: list[str], batch_size: int, max_len: int) ->
     seqs = _tokens(tokenizer, docs, max_len)
     batches = []
     for i in range(0, len(seqs) - batch_size + 1, batch_size):
-        group = seqs[i:i + batch_size]
+        group = seqs[i : i + batch_size]
         n = max(len(s) for s in group)
         ids = torch.full((len(group), n), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, s in enumerate(group):
-            ids[r, :len(s)], mask[r, :len(s)] = s, 1
+            ids[r, : len(s)], mask[r, : len(s)] = s, 1
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)})
     return batches
 
@@ -104,8 +106,10 @@ def lora_param_count(model, r: int, target_modules: Iterable[str]) -> int:
         if name.split(".")[-1] in targets and hasattr(module, "in_features"):
             n += r * (module.in_features + module.out_features)
     if n == 0:
-        raise WorkbookError(f"No linear layer named {targets} in {type(model).__name__}.",
-                            "Use the module names printed by [n for n, _ in model.named_modules()].")
+        raise WorkbookError(
+            f"No linear layer named {targets} in {type(model).__name__}.",
+            "Use the module names printed by [n for n, _ in model.named_modules()].",
+        )
     return n
 
 
@@ -125,8 +129,10 @@ def prepare(model, lora=None, checkpointing: bool = True):
         from peft import prepare_model_for_kbit_training  # heavy: imported on first use
 
         if lora is None:
-            raise WorkbookError("Quantized weights cannot be trained directly.",
-                                "Pass a LoraConfig (QLoRA), or load the model in bf16 for full fine-tuning.")
+            raise WorkbookError(
+                "Quantized weights cannot be trained directly.",
+                "Pass a LoraConfig (QLoRA), or load the model in bf16 for full fine-tuning.",
+            )
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     else:
         for p in model.parameters():
@@ -156,7 +162,10 @@ def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3):
     step (loss, real tokens trained on so far, tokens per second so far), so a live plot can follow."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise WorkbookError("The model has no trainable parameters.", "Add an adapter first (model.add_adapter(LoraConfig(...))).")
+        raise WorkbookError(
+            "The model has no trainable parameters.",
+            "Add an adapter first (model.add_adapter(LoraConfig(...))).",
+        )
     opt = torch.optim.AdamW(params, lr=lr)
     device = next(model.parameters()).device
     model.train()
@@ -164,18 +173,32 @@ def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3):
     try:
         for step in range(steps):
             batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
-            loss = model(**batch, use_cache=False).loss  # no cache: also what lets transformers read packed boundaries
+            loss = model(
+                **batch, use_cache=False
+            ).loss  # no cache: also what lets transformers read packed boundaries
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             tokens += int((batch["labels"] != -100).sum())
-            yield {"step": step, "loss": loss.item(), "tokens": tokens, "tokens_per_s": tokens / (time.perf_counter() - t0)}
+            yield {
+                "step": step,
+                "loss": loss.item(),
+                "tokens": tokens,
+                "tokens_per_s": tokens / (time.perf_counter() - t0),
+            }
     finally:
         model.eval()
 
 
-def train(model, batches: list[dict], *, steps: int, lr: float = 1e-3,
-          on_step: Callable[[dict], None] | None = None, log_every: int = 1) -> pd.DataFrame:
+def train(
+    model,
+    batches: list[dict],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    on_step: Callable[[dict], None] | None = None,
+    log_every: int = 1,
+) -> pd.DataFrame:
     """``train_steps`` run to the end: one row per logged step (loss, real tokens, tokens per second)."""
     rows = []
     for row in train_steps(model, batches, steps=steps, lr=lr):
@@ -196,7 +219,9 @@ def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise WorkbookError("The model has no trainable parameters.", "Add an adapter first, or unfreeze the weights.")
+        raise WorkbookError(
+            "The model has no trainable parameters.", "Add an adapter first, or unfreeze the weights."
+        )
     opt = torch.optim.AdamW(params, lr=lr)
     model.train()
 
@@ -224,7 +249,13 @@ def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr
     pads = sum(int((b["attention_mask"] == 0).sum()) if "attention_mask" in b else 0 for b in used) / steps
     timing = Timing(times, warmup)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
-    return {"step_ms": timing.median_ms, "step_ms_stdev": timing.stdev_ms, "real_tokens_per_step": real,
-            "positions_per_step": positions, "pad_share": pads / positions,
-            "real_tokens_per_s": real / (timing.median_ms / 1e3), "peak_alloc_gib": peak,
-            "trainable_params": trainable_params(model)}
+    return {
+        "step_ms": timing.median_ms,
+        "step_ms_stdev": timing.stdev_ms,
+        "real_tokens_per_step": real,
+        "positions_per_step": positions,
+        "pad_share": pads / positions,
+        "real_tokens_per_s": real / (timing.median_ms / 1e3),
+        "peak_alloc_gib": peak,
+        "trainable_params": trainable_params(model),
+    }

@@ -33,26 +33,66 @@ class AttentionVariant:
 ATTENTION: dict[str, AttentionVariant] = {
     v.name: v
     for v in [
-        AttentionVariant("eager", "eager", None, None,
-                         "plain PyTorch matmuls and softmax; materialises the full attention matrix"),
-        AttentionVariant("sdpa", "sdpa", None, None,
-                         "torch.nn.functional.scaled_dot_product_attention; PyTorch picks the kernel"),
-        AttentionVariant("sdpa-flash", "sdpa", "FLASH_ATTENTION", None,
-                         "SDPA pinned to its FlashAttention-2 kernels (fp16/bf16 only)"),
-        AttentionVariant("sdpa-efficient", "sdpa", "EFFICIENT_ATTENTION", None,
-                         "SDPA pinned to the memory-efficient (xFormers-style) kernels"),
-        AttentionVariant("sdpa-cudnn", "sdpa", "CUDNN_ATTENTION", None,
-                         "SDPA pinned to cuDNN's fused attention (recent NVIDIA GPUs)"),
-        AttentionVariant("sdpa-math", "sdpa", "MATH", None,
-                         "SDPA's reference C++ path: the same algorithm as eager, no fusion"),
-        AttentionVariant("flex", "flex_attention", None, None,
-                         "torch flex_attention: compiled attention with programmable masks"),
-        AttentionVariant("fa2", "flash_attention_2", None, "flash-attn",
-                         "the flash-attn package's FlashAttention-2 kernels (NVIDIA GPUs, fp16/bf16)"),
-        AttentionVariant("fa3", "flash_attention_3", None, "flash-attn-3",
-                         "FlashAttention-3 (Hopper GPUs)"),
-        AttentionVariant("fa4", "flash_attention_4", None, "flash-attn-4",
-                         "FlashAttention-4 (Blackwell/Hopper GPUs)"),
+        AttentionVariant(
+            "eager",
+            "eager",
+            None,
+            None,
+            "plain PyTorch matmuls and softmax; materialises the full attention matrix",
+        ),
+        AttentionVariant(
+            "sdpa",
+            "sdpa",
+            None,
+            None,
+            "torch.nn.functional.scaled_dot_product_attention; PyTorch picks the kernel",
+        ),
+        AttentionVariant(
+            "sdpa-flash",
+            "sdpa",
+            "FLASH_ATTENTION",
+            None,
+            "SDPA pinned to its FlashAttention-2 kernels (fp16/bf16 only)",
+        ),
+        AttentionVariant(
+            "sdpa-efficient",
+            "sdpa",
+            "EFFICIENT_ATTENTION",
+            None,
+            "SDPA pinned to the memory-efficient (xFormers-style) kernels",
+        ),
+        AttentionVariant(
+            "sdpa-cudnn",
+            "sdpa",
+            "CUDNN_ATTENTION",
+            None,
+            "SDPA pinned to cuDNN's fused attention (recent NVIDIA GPUs)",
+        ),
+        AttentionVariant(
+            "sdpa-math",
+            "sdpa",
+            "MATH",
+            None,
+            "SDPA's reference C++ path: the same algorithm as eager, no fusion",
+        ),
+        AttentionVariant(
+            "flex",
+            "flex_attention",
+            None,
+            None,
+            "torch flex_attention: compiled attention with programmable masks",
+        ),
+        AttentionVariant(
+            "fa2",
+            "flash_attention_2",
+            None,
+            "flash-attn",
+            "the flash-attn package's FlashAttention-2 kernels (NVIDIA GPUs, fp16/bf16)",
+        ),
+        AttentionVariant("fa3", "flash_attention_3", None, "flash-attn-3", "FlashAttention-3 (Hopper GPUs)"),
+        AttentionVariant(
+            "fa4", "flash_attention_4", None, "flash-attn-4", "FlashAttention-4 (Blackwell/Hopper GPUs)"
+        ),
     ]
 }
 
@@ -98,6 +138,7 @@ def weight_format(name: str) -> WeightFormat:
     if name not in WEIGHTS:
         raise WorkbookError(f"Unknown weight format {name!r}.", f"Use one of {list(WEIGHTS)}.")
     return WEIGHTS[name]
+
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

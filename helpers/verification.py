@@ -26,7 +26,9 @@ class Verification:
 
     @property
     def problems(self) -> list[str]:
-        return [f"{r['property']}: asked {r['requested']}, got {r['in_effect']}" for r in self.rows if not r["ok"]]
+        return [
+            f"{r['property']}: asked {r['requested']}, got {r['in_effect']}" for r in self.rows if not r["ok"]
+        ]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -47,12 +49,15 @@ def quantized_layers(model) -> Counter:
 
 
 def verify(model, req) -> Verification:
-    """Check attention implementation, dtype, quantized layer types and devices against ``req`` (a ``models.Request``)."""
+    """Check attention implementation, dtype, quantized layer types and devices against ``req``
+    (a ``models.Request``)."""
     v = variants.attention_variant(req.attention)
     rows = []
 
     def row(prop, requested, in_effect, ok):
-        rows.append({"property": prop, "requested": str(requested), "in_effect": str(in_effect), "ok": bool(ok)})
+        rows.append(
+            {"property": prop, "requested": str(requested), "in_effect": str(in_effect), "ok": bool(ok)}
+        )
 
     impl = model.config._attn_implementation
     row("attention implementation", v.implementation, impl, impl == v.implementation)
@@ -65,10 +70,19 @@ def verify(model, req) -> Verification:
         quant = {k: n for k, n in layers.items() if k != "Linear"}
         row("quantized linear layers", 0, dict(quant) or 0, not quant)
     else:
-        key = "Linear8bitLt" if req.quant == "int8" else f"Linear4bit/{req.quant}" + (" +dq" if req.double_quant else "")
+        key = (
+            "Linear8bitLt"
+            if req.quant == "int8"
+            else f"Linear4bit/{req.quant}" + (" +dq" if req.double_quant else "")
+        )
         n = layers.get(key, 0)
         others = {k: c for k, c in layers.items() if k not in (key, "Linear")}
-        row(f"{key} layers", "> 0", f"{n} (plain Linear left: {layers.get('Linear', 0)})", n > 0 and not others)
+        row(
+            f"{key} layers",
+            "> 0",
+            f"{n} (plain Linear left: {layers.get('Linear', 0)})",
+            n > 0 and not others,
+        )
     devices = sorted({str(p.device) for p in model.parameters()})
     if req.device_map in (None, "cuda", "cuda:0", "cpu", 0):
         target = str(device()) if req.device_map in (None, 0, "cuda") else req.device_map

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import traceback
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import ipywidgets as W
 from IPython.display import display
@@ -31,9 +31,16 @@ class ControlPanel:
     turns the rows of one run into the status line (plain text), e.g. a recommendation and its reason.
     """
 
-    def __init__(self, controls: dict[str, Sequence], run: Callable[[dict], dict | Iterable[dict]], *,
-                 plot: LivePlot | None = None, defaults: dict | None = None, title: str = "",
-                 report: Callable[[list[dict]], str] | None = None):
+    def __init__(
+        self,
+        controls: dict[str, Sequence],
+        run: Callable[[dict], dict | Iterable[dict]],
+        *,
+        plot: LivePlot | None = None,
+        defaults: dict | None = None,
+        title: str = "",
+        report: Callable[[list[dict]], str] | None = None,
+    ):
         defaults = defaults or {}
         self.run = run
         self.report = report
@@ -50,8 +57,13 @@ class ControlPanel:
             if set(map(type, values)) == {bool}:
                 w = W.Checkbox(value=bool(value), description=name, indent=False)
             else:  # the widget holds positions, so any value (None included) can be offered
-                w = W.Dropdown(options=[(label, i) for i, (label, _) in enumerate(pairs)], value=self._index(name, value),
-                               description=name, style={"description_width": "initial"}, layout=W.Layout(width="auto"))
+                w = W.Dropdown(
+                    options=[(label, i) for i, (label, _) in enumerate(pairs)],
+                    value=self._index(name, value),
+                    description=name,
+                    style={"description_width": "initial"},
+                    layout=W.Layout(width="auto"),
+                )
             self.controls[name] = w
         self.button = W.Button(description="Run", button_style="primary", icon="play")
         self.status = W.HTML(value="<i>Choose options and press Run.</i>")
@@ -60,13 +72,21 @@ class ControlPanel:
         if plot is not None:
             plot.attach(self.output)
         header = [W.HTML(f"<b>{html.escape(title)}</b>")] if title else []
-        self.box = W.VBox(header + [W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
-                                    W.HBox([self.button, self.status]), self.output])
+        self.box = W.VBox(
+            header
+            + [
+                W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
+                W.HBox([self.button, self.status]),
+                self.output,
+            ]
+        )
 
     def values(self) -> dict:
         """The options as currently set."""
-        return {name: w.value if isinstance(w, W.Checkbox) else self.choices[name][w.value]
-                for name, w in self.controls.items()}
+        return {
+            name: w.value if isinstance(w, W.Checkbox) else self.choices[name][w.value]
+            for name, w in self.controls.items()
+        }
 
     def _index(self, name: str, value) -> int:
         for i, v in enumerate(self.choices[name]):
@@ -74,7 +94,7 @@ class ControlPanel:
                 return i
         raise ValueError(f"{name}={value!r} is not offered; choose one of {self.choices[name]}")
 
-    def set(self, **values) -> "ControlPanel":
+    def set(self, **values) -> ControlPanel:
         """Set options as a person would pick them (raises for a value the control does not offer)."""
         for name, v in values.items():
             w = self.controls[name]
@@ -95,7 +115,9 @@ class ControlPanel:
     def _run_safely(self) -> None:
         params = self.values()
         self.button.disabled = True
-        self._show("running " + html.escape(", ".join(f"{k}={v}" for k, v in params.items())) + " ...", "gray")
+        self._show(
+            "running " + html.escape(", ".join(f"{k}={v}" for k, v in params.items())) + " ...", "gray"
+        )
         added = 0
         try:
             result = self.run(params)
@@ -108,21 +130,25 @@ class ControlPanel:
                 if row.get("status", "ok") != "ok":
                     self.errors.append(f"{row['status']}: {row.get('error', '')}")
             bad = [r for r in self.rows[-added:] if r.get("status", "ok") != "ok"] if added else []
-            msg = f"done: {added} point(s)" + (f", {len(bad)} not measured ({bad[-1]['status']})" if bad else "")
+            msg = f"done: {added} point(s)" + (
+                f", {len(bad)} not measured ({bad[-1]['status']})" if bad else ""
+            )
             if self.report is not None:
-                msg = self.report(self.rows[len(self.rows) - added:])
+                msg = self.report(self.rows[len(self.rows) - added :])
             self._show(html.escape(msg), "darkorange" if bad else "green")
         except WorkbookError as e:
             self.errors.append(str(e))
             self._show(f"<b>{html.escape(e.problem)}</b><br>Fix: {html.escape(e.fix)}", "crimson")
         except Exception as e:  # noqa: BLE001 - shown in the panel, never fatal to the kernel
-
             free_memory()
             kind = "Out of memory" if is_oom(e) else type(e).__name__
             self.errors.append(f"{kind}: {e}")
             tb = html.escape(traceback.format_exc(limit=4))
-            self._show(f"<b>{kind}</b>: {html.escape(str(e).splitlines()[0] if str(e) else '')}"
-                       f"<details><summary>traceback</summary><pre>{tb}</pre></details>", "crimson")
+            self._show(
+                f"<b>{kind}</b>: {html.escape(str(e).splitlines()[0] if str(e) else '')}"
+                f"<details><summary>traceback</summary><pre>{tb}</pre></details>",
+                "crimson",
+            )
         finally:
             self.button.disabled = False
 

@@ -12,13 +12,19 @@ from .ceilings import SpeedOfLight
 
 def head_dim(cfg) -> int:
     """Width of one attention head: the config's ``head_dim`` (``d_kv`` for T5), else hidden size / heads."""
-    return getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or cfg.hidden_size // cfg.num_attention_heads
+    return (
+        getattr(cfg, "head_dim", None)
+        or getattr(cfg, "d_kv", None)
+        or cfg.hidden_size // cfg.num_attention_heads
+    )
 
 
 def dims(cfg) -> tuple[int, int, int, int]:
     """(layers, query heads, head width, key/value heads) of a config; Falcon's multi-query has one K/V head."""
     heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or (1 if getattr(cfg, "multi_query", False) else heads)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or (
+        1 if getattr(cfg, "multi_query", False) else heads
+    )
     return cfg.num_hidden_layers, heads, head_dim(cfg), kv_heads
 
 
@@ -57,7 +63,9 @@ def decode_step_bytes(model) -> int:
     if not getattr(model.config, "is_encoder_decoder", False):
         return weight_bytes(model)
     enc = model.get_encoder()
-    shared = {id(p) for p in model.get_decoder().parameters()} | {id(p) for p in model.get_output_embeddings().parameters()}
+    shared = {id(p) for p in model.get_decoder().parameters()} | {
+        id(p) for p in model.get_output_embeddings().parameters()
+    }
     enc_bytes = sum(p.numel() * p.element_size() for p in enc.parameters() if id(p) not in shared)
     return weight_bytes(model) - enc_bytes
 
@@ -65,7 +73,12 @@ def decode_step_bytes(model) -> int:
 def kv_cache_bytes(model, batch_size: int, seq_len: int) -> int:
     """Bytes of the key/value cache for ``seq_len`` positions (2 tensors per layer)."""
     layers, _, head_dim, kv_heads = dims(model.config)
-    elem = 2 if next(model.parameters()).dtype in (torch.float16, torch.bfloat16) or getattr(model, "is_quantized", False) else 4
+    elem = (
+        2
+        if next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
+        or getattr(model, "is_quantized", False)
+        else 4
+    )
     return 2 * layers * batch_size * seq_len * kv_heads * head_dim * elem
 
 
@@ -80,4 +93,3 @@ def against_sol(row: dict, sol: SpeedOfLight | None) -> dict:
         row["sol_gbs"] = sol.gbs
         row["sol_fraction_bandwidth"] = row["decode_gbs"] / sol.gbs
     return row
-

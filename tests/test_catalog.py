@@ -12,15 +12,24 @@ def _params(cfg) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name,billions", [
-    ("llama-2-7b", 6.738), ("falcon-7b", 6.922), ("opt-350m", 0.331), ("bloom-3b", 3.003), ("llama-1.1b", 1.100),
-])
+@pytest.mark.parametrize(
+    "name,billions",
+    [
+        ("llama-2-7b", 6.738),
+        ("falcon-7b", 6.922),
+        ("opt-350m", 0.331),
+        ("bloom-3b", 3.003),
+        ("llama-1.1b", 1.100),
+    ],
+)
 def test_configs_are_the_real_architectures(name, billions):
     # parameter counts of the published checkpoints, to 0.5%
     assert _params(catalog.config(name)) / 1e9 == pytest.approx(billions, rel=5e-3)
 
 
-@pytest.mark.parametrize("name", [n for n, e in catalog.ENTRIES.items() if e.kind == "decoder" and not n.endswith("-tiny")])
+@pytest.mark.parametrize(
+    "name", [n for n, e in catalog.ENTRIES.items() if e.kind == "decoder" and not n.endswith("-tiny")]
+)
 def test_tiny_twin_keeps_the_architecture(name):
     big, small = catalog.config(name), catalog.config(name + "-tiny")
     assert type(big) is type(small)

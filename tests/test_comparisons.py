@@ -8,12 +8,14 @@ from helpers import checks, measure, probes, profiles, sweeps, tables
 
 
 def test_speedup_table_uses_only_measured_points():
-    df = pd.DataFrame([
-        {"b": 1, "attention": "eager", "latency_ms": 4.0, "status": "ok"},
-        {"b": 1, "attention": "sdpa", "latency_ms": 2.0, "status": "ok"},
-        {"b": 2, "attention": "eager", "latency_ms": 8.0, "status": "ok"},
-        {"b": 2, "attention": "sdpa", "latency_ms": float("nan"), "status": "OOM"},
-    ])
+    df = pd.DataFrame(
+        [
+            {"b": 1, "attention": "eager", "latency_ms": 4.0, "status": "ok"},
+            {"b": 1, "attention": "sdpa", "latency_ms": 2.0, "status": "ok"},
+            {"b": 2, "attention": "eager", "latency_ms": 8.0, "status": "ok"},
+            {"b": 2, "attention": "sdpa", "latency_ms": float("nan"), "status": "OOM"},
+        ]
+    )
     s = tables.speedup(df, "b")
     assert s.loc[1, "sdpa speed-up"] == 2.0 and pd.isna(s.loc[2, "sdpa speed-up"])
     r = tables.ratio(df, "b", "latency_ms", "eager", "sdpa")

@@ -40,8 +40,11 @@ def test_quantization_modes_run_on_this_device():
 
 def test_missing_bitsandbytes_names_the_fix(monkeypatch):
     real = probes.importlib.util.find_spec
-    monkeypatch.setattr(probes.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        probes.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real(name, *a),
+    )
     probes._quant_runs.cache_clear()
     try:
         problem = probes.quantization_problem("nf4")
@@ -50,13 +53,16 @@ def test_missing_bitsandbytes_names_the_fix(monkeypatch):
         probes._quant_runs.cache_clear()
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("NVIDIA H100 80GB HBM3", (989.0, 3350.0)),
-    ("NVIDIA H100 PCIe", (756.0, 2000.0)),
-    ("NVIDIA H200", (989.0, 4800.0)),
-    ("Tesla T4", (65.0, 320.0)),
-    ("NVIDIA A100-SXM4-80GB", (312.0, 2039.0)),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("NVIDIA H100 80GB HBM3", (989.0, 3350.0)),
+        ("NVIDIA H100 PCIe", (756.0, 2000.0)),
+        ("NVIDIA H200", (989.0, 4800.0)),
+        ("Tesla T4", (65.0, 320.0)),
+        ("NVIDIA A100-SXM4-80GB", (312.0, 2039.0)),
+    ],
+)
 def test_datasheet_lookup(name, expected):
     assert ceilings.datasheet(name)[:2] == expected
 
@@ -91,8 +97,14 @@ def test_dtype_choices_start_with_the_profile_default():
     assert "fp32" in choices and len(set(choices)) == len(choices)
 
 
-@pytest.mark.parametrize("memory,bf16,name,dtype", [(79.2, True, "large-gpu", "bf16"), (15.0, False, "small-gpu", "fp16"),
-                                                    (24.0, True, "small-gpu", "bf16")])
+@pytest.mark.parametrize(
+    "memory,bf16,name,dtype",
+    [
+        (79.2, True, "large-gpu", "bf16"),
+        (15.0, False, "small-gpu", "fp16"),
+        (24.0, True, "small-gpu", "bf16"),
+    ],
+)
 def test_profile_fits_the_card(monkeypatch, memory, bf16, name, dtype):
     card = hardware.DeviceInfo("cuda", "a card", 1, memory, "7.5", bf16, "x86_64", 8)
     monkeypatch.setattr(profiles, "device_info", lambda: card)

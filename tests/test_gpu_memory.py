@@ -11,8 +11,10 @@ import torch
 
 from helpers import models
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
-                                reason="needs a CUDA GPU of 40 GiB or more")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
+    reason="needs a CUDA GPU of 40 GiB or more",
+)
 
 CYCLES = 20
 
@@ -23,7 +25,9 @@ def _now():
 
 
 def test_twenty_load_unload_cycles_leave_memory_as_it_was():
-    models.unload(models.load("llama-2-7b", weights="bf16", attention="sdpa"))  # the checkpoint is built, caches warm
+    models.unload(
+        models.load("llama-2-7b", weights="bf16", attention="sdpa")
+    )  # the checkpoint is built, caches warm
     start_alloc, start_reserved = _now()
     weights = []
     for i in range(CYCLES):
@@ -31,9 +35,15 @@ def test_twenty_load_unload_cycles_leave_memory_as_it_was():
         weights.append(torch.cuda.memory_allocated() - start_alloc)
         models.unload(loaded)
         alloc, reserved = _now()
-        print(f"cycle {i + 1:2d} ({loaded.request.weights}): {weights[-1] / 2**30:6.2f} GiB while loaded; after unload "
-              f"allocated {alloc / 2**20:8.1f} MiB (start {start_alloc / 2**20:.1f}), reserved {reserved / 2**20:8.1f} MiB "
-              f"(start {start_reserved / 2**20:.1f})")
+        print(
+            f"cycle {i + 1:2d} ({loaded.request.weights}): {weights[-1] / 2**30:6.2f} GiB while loaded; after unload "
+            f"allocated {alloc / 2**20:8.1f} MiB (start {start_alloc / 2**20:.1f}), "
+            f"reserved {reserved / 2**20:8.1f} MiB "
+            f"(start {start_reserved / 2**20:.1f})"
+        )
     assert min(weights) > 3 * 2**30, "each cycle really loaded a model"
     assert abs(alloc - start_alloc) <= 0.01 * max(start_alloc, 2**30 / 100) + 2**20, (alloc, start_alloc)
-    assert abs(reserved - start_reserved) <= 0.01 * max(start_reserved, 2**30) + 2**20, (reserved, start_reserved)
+    assert abs(reserved - start_reserved) <= 0.01 * max(start_reserved, 2**30) + 2**20, (
+        reserved,
+        start_reserved,
+    )

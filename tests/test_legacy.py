@@ -25,8 +25,13 @@ def test_translate_flash_attention_2():
 
 
 def test_translate_4bit_moves_options_into_the_config():
-    t = legacy.translate(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                         torch_dtype=torch.bfloat16, device_map="auto")
+    t = legacy.translate(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        torch_dtype=torch.bfloat16,
+        device_map="auto",
+    )
     q = t.kwargs["quantization_config"]
     assert isinstance(q, BitsAndBytesConfig) and q.load_in_4bit and q.bnb_4bit_quant_type == "nf4"
     assert q.bnb_4bit_use_double_quant
@@ -49,7 +54,9 @@ def test_4bit_and_8bit_together_is_refused():
 
 def test_translated_kwargs_load_for_real():
     path = str(checkpoints.materialize("llama-2-7b-tiny"))
-    model, t = legacy.from_pretrained(path, load_in_4bit=True, torch_dtype=torch.bfloat16, use_flash_attention_2=False)
+    model, t = legacy.from_pretrained(
+        path, load_in_4bit=True, torch_dtype=torch.bfloat16, use_flash_attention_2=False
+    )
     counts = models.quantized_layers(model)
     assert counts["Linear4bit/fp4"] == 14  # the 2023 default 4-bit type was fp4, and still is
     assert model.config._attn_implementation == "sdpa"

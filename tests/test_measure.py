@@ -33,7 +33,9 @@ def test_memory_peak_is_nan_on_cpu_not_a_guess():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="allocator peaks exist on CUDA only")
 def test_memory_peak_sees_a_known_allocation():
-    peak = timing.peak_memory(lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda")
+    peak = timing.peak_memory(
+        lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda"
+    )
     assert peak.above_before_gib == pytest.approx(0.25, abs=0.01)
 
 
@@ -56,8 +58,12 @@ def test_sweep_records_oom_and_goes_on(tmp_path):
 
     seen = []
     path = tmp_path / "partial.csv"
-    df = sweeps.run([{"size": s} for s in ["small", "huge", "bad", "bug", "last"]], measure_one,
-                       on_row=seen.append, save_to=path)
+    df = sweeps.run(
+        [{"size": s} for s in ["small", "huge", "bad", "bug", "last"]],
+        measure_one,
+        on_row=seen.append,
+        save_to=path,
+    )
     assert list(df.status) == ["ok", "OOM", "unsupported", "error", "ok"]
     assert "allocate" in df.error[1] and "KeyError" in df.error[3]
     assert len(seen) == 5
@@ -120,7 +126,10 @@ def test_flop_count_by_hand(tiny):
 def test_kv_cache_bytes(tiny):
     cfg = tiny.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    assert workload.kv_cache_bytes(tiny.model, 3, 10) == 2 * cfg.num_hidden_layers * 3 * 10 * cfg.num_key_value_heads * head_dim * 4
+    assert (
+        workload.kv_cache_bytes(tiny.model, 3, 10)
+        == 2 * cfg.num_hidden_layers * 3 * 10 * cfg.num_key_value_heads * head_dim * 4
+    )
 
 
 def test_results_round_trip(tmp_path, monkeypatch):
@@ -165,8 +174,8 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
 
 def test_sweep_explains_no_available_kernel_with_pytorchs_reasons_and_passes_other_warnings_on(recwarn):
     def refused(p):
-        warnings.warn("Memory efficient kernel not used because: some reason", UserWarning)
-        warnings.warn(f"an unrelated warning {p['a']}", UserWarning)
+        warnings.warn("Memory efficient kernel not used because: some reason", UserWarning, stacklevel=2)
+        warnings.warn(f"an unrelated warning {p['a']}", UserWarning, stacklevel=2)
         raise RuntimeError("No available kernel. Aborting execution.")
 
     df = sweeps.run([{"a": 1}, {"a": 1}], refused)

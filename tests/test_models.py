@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from helpers import batches, catalog, checkpoints, hardware, models, probes, verification
+from helpers import batches, catalog, checkpoints, hardware, models, probes
 from helpers.errors import WorkbookError
 
 TINY = [n for n in catalog.ENTRIES if n.endswith("-tiny")]
@@ -57,13 +57,19 @@ def test_every_attention_path_the_cpu_runs(attention):
     torch.testing.assert_close(logits, expected, atol=2e-4, rtol=2e-4)
 
 
-@pytest.mark.parametrize("quant,double_quant,layer", [
-    ("int8", False, "Linear8bitLt"), ("fp4", False, "Linear4bit/fp4"),
-    ("nf4", False, "Linear4bit/nf4"), ("nf4", True, "Linear4bit/nf4 +dq"),
-])
+@pytest.mark.parametrize(
+    "quant,double_quant,layer",
+    [
+        ("int8", False, "Linear8bitLt"),
+        ("fp4", False, "Linear4bit/fp4"),
+        ("nf4", False, "Linear4bit/nf4"),
+        ("nf4", True, "Linear4bit/nf4 +dq"),
+    ],
+)
 def test_every_quantization_mode(quant, double_quant, layer):
-    loaded = models.load("llama-2-7b-tiny", dtype="bf16", attention="sdpa", quant=quant,
-                         double_quant=double_quant, strict=True)
+    loaded = models.load(
+        "llama-2-7b-tiny", dtype="bf16", attention="sdpa", quant=quant, double_quant=double_quant, strict=True
+    )
     counts = models.quantized_layers(loaded.model)
     assert counts[layer] == 14  # 7 linear layers x 2 blocks; lm_head stays in bf16
     assert counts["Linear"] == 1
@@ -96,15 +102,18 @@ def test_switch_attention_without_reload(tiny):
     assert tiny.describe()["attention"] == "sdpa"
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(name="lama-2-7b"), "Unknown model name"),
-    (dict(name="llama-2-7b-tiny", attention="fa2"), "fa2"),
-    (dict(name="llama-2-7b-tiny", attention="flashy"), "Unknown attention"),
-    (dict(name="bloom-3b-tiny", attention="sdpa"), "no sdpa attention"),
-    (dict(name="llama-2-7b-tiny", quant="int4"), "Unknown quantization"),
-    (dict(name="llama-2-7b-tiny", quant="int8", double_quant=True), "4-bit weights only"),
-    (dict(name="llama-2-7b-tiny", dtype="fp8"), "Unknown dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(name="lama-2-7b"), "Unknown model name"),
+        (dict(name="llama-2-7b-tiny", attention="fa2"), "fa2"),
+        (dict(name="llama-2-7b-tiny", attention="flashy"), "Unknown attention"),
+        (dict(name="bloom-3b-tiny", attention="sdpa"), "no sdpa attention"),
+        (dict(name="llama-2-7b-tiny", quant="int4"), "Unknown quantization"),
+        (dict(name="llama-2-7b-tiny", quant="int8", double_quant=True), "4-bit weights only"),
+        (dict(name="llama-2-7b-tiny", dtype="fp8"), "Unknown dtype"),
+    ],
+)
 def test_bad_input_gets_one_clear_message_with_the_fix(kwargs, match):
     name = kwargs.pop("name")
     kwargs.setdefault("dtype", "fp32")
@@ -134,8 +143,11 @@ def test_flash_kernel_in_float32_is_refused_with_the_dtype_fix(monkeypatch):
 def test_bf16_on_a_card_without_bf16_names_fp16(monkeypatch):
     monkeypatch.setattr(models, "device", lambda: torch.device("cuda:0"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    monkeypatch.setattr(models, "device_info", lambda: hardware.DeviceInfo(
-        "cuda", "Tesla T4", 1, 14.6, "7.5", False, "x86_64", 4))
+    monkeypatch.setattr(
+        models,
+        "device_info",
+        lambda: hardware.DeviceInfo("cuda", "Tesla T4", 1, 14.6, "7.5", False, "x86_64", 4),
+    )
     with pytest.raises(WorkbookError, match="no bf16") as err:
         models.check_request(models.Request("llama-2-7b-tiny", "bf16", "sdpa"))
     assert "fp16" in err.value.fix
@@ -223,5 +235,5 @@ def test_an_unloaded_model_says_so_with_the_fix():
     loaded = models.load("llama-2-7b-tiny", dtype="fp32")
     models.unload(loaded)
     with pytest.raises(WorkbookError, match="unloaded") as err:
-        loaded.model.config
+        _ = loaded.model.config
     assert "OneAtATime" in err.value.fix

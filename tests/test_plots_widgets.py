@@ -19,11 +19,27 @@ def test_live_plot_gains_a_point_per_row():
 def test_failed_points_are_drawn_not_dropped():
     p = plots.LivePlot("batch_size", "latency_ms", ["attention", "weights"], ceiling=(5.0, "speed of light"))
     p.add({"batch_size": 1, "latency_ms": 3.0, "attention": "eager", "weights": "bf16", "status": "ok"})
-    p.add({"batch_size": 8, "latency_ms": float("nan"), "attention": "eager", "weights": "bf16",
-           "status": "OOM", "error": "CUDA out of memory"})
+    p.add(
+        {
+            "batch_size": 8,
+            "latency_ms": float("nan"),
+            "attention": "eager",
+            "weights": "bf16",
+            "status": "OOM",
+            "error": "CUDA out of memory",
+        }
+    )
     fig = p.figure()
-    p.add({"batch_size": 8, "latency_ms": float("nan"), "attention": "sdpa", "weights": "bf16",
-           "status": "unsupported", "error": "No available kernel"})
+    p.add(
+        {
+            "batch_size": 8,
+            "latency_ms": float("nan"),
+            "attention": "sdpa",
+            "weights": "bf16",
+            "status": "unsupported",
+            "error": "No available kernel",
+        }
+    )
     fig = p.figure()
     crosses = [t for t in fig.data if t.name == "not measured"]
     assert len(crosses) == 1 and list(crosses[0].x) == [8], "one cross per x, however many failed there"
@@ -121,7 +137,9 @@ def test_panel_rows_carry_the_options_they_were_measured_with():
 
 
 def test_panel_options_can_carry_labels():
-    panel = widgets.ControlPanel({"pad": [("natural", None), ("75%", 0.75)], "n": [1, 2]}, lambda p: {"latency_ms": 1.0})
+    panel = widgets.ControlPanel(
+        {"pad": [("natural", None), ("75%", 0.75)], "n": [1, 2]}, lambda p: {"latency_ms": 1.0}
+    )
     assert panel.values() == {"pad": None, "n": 1}
     assert panel.controls["pad"].label == "natural" and panel.controls["n"].label == "1"
     panel.set(pad=0.75).click()
@@ -131,9 +149,11 @@ def test_panel_options_can_carry_labels():
 
 
 def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
-    rows = [{"batch_size": 1, "weights": "bf16", "decode_tok_s": 40.0, "sol_fraction_bandwidth": 0.2},
-            {"batch_size": 4, "weights": "bf16", "decode_tok_s": 160.0, "sol_fraction_bandwidth": 0.25},
-            {"batch_size": 1, "weights": "nf4", "decode_tok_s": 30.0, "sol_fraction_bandwidth": 0.05}]
+    rows = [
+        {"batch_size": 1, "weights": "bf16", "decode_tok_s": 40.0, "sol_fraction_bandwidth": 0.2},
+        {"batch_size": 4, "weights": "bf16", "decode_tok_s": 160.0, "sol_fraction_bandwidth": 0.25},
+        {"batch_size": 1, "weights": "nf4", "decode_tok_s": 30.0, "sol_fraction_bandwidth": 0.05},
+    ]
     plot = plots.LivePlot("batch_size", "decode_tok_s", "weights", sol=True)
     plot.extend(rows)
     traces = {t.name: t for t in plot.figure().data}
@@ -143,6 +163,8 @@ def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
     assert plot.point_count() == 3, "the limit lines are not measured points"
     latency = plots.LivePlot("seq_len", "latency_ms", sol=True)
     latency.add({"seq_len": 512, "latency_ms": 10.0, "sol_fraction_compute": 0.5})
-    assert list({t.name: t for t in latency.figure().data}["latency_ms · speed of light"].y) == [5.0]  # time x fraction
+    assert list({t.name: t for t in latency.figure().data}["latency_ms · speed of light"].y) == [
+        5.0
+    ]  # time x fraction
     assert plots.sol_fraction({"decode_tok_s": 1.0}, "decode_tok_s") is None
     assert plots.sol_limit({"tokens_per_s": 100.0, "sol_fraction_compute": 0.5}, "tokens_per_s") == 200.0

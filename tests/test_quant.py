@@ -12,8 +12,12 @@ TINY = "llama-2-7b-tiny"
 @pytest.fixture(scope="module")
 def sized():
     out = {}
-    for label, opts in {"bf16": {}, "int8": {"quant": "int8"}, "nf4": {"quant": "nf4"},
-                        "nf4-dq": {"quant": "nf4", "double_quant": True}}.items():
+    for label, opts in {
+        "bf16": {},
+        "int8": {"quant": "int8"},
+        "nf4": {"quant": "nf4"},
+        "nf4-dq": {"quant": "nf4", "double_quant": True},
+    }.items():
         loaded, row, parts = quant.load_sized(TINY, dtype="bf16", **opts)
         out[label] = (row, parts.set_index("kind"))
         models.unload(loaded)
@@ -36,8 +40,12 @@ def test_quantized_layers_shrink_exactly(sized):
 
 
 def test_bits_per_weight_count_the_scales(sized):
-    assert sized["nf4"][0]["bits_per_quantized_weight"] == pytest.approx(4.5, abs=0.01)  # fp32 scale per 64 weights
-    assert 4.1 < sized["nf4-dq"][0]["bits_per_quantized_weight"] < sized["nf4"][0]["bits_per_quantized_weight"]
+    assert sized["nf4"][0]["bits_per_quantized_weight"] == pytest.approx(
+        4.5, abs=0.01
+    )  # fp32 scale per 64 weights
+    assert (
+        4.1 < sized["nf4-dq"][0]["bits_per_quantized_weight"] < sized["nf4"][0]["bits_per_quantized_weight"]
+    )
     assert 8.0 < sized["int8"][0]["bits_per_quantized_weight"] < 8.2  # fp32 scale per 256-wide row
 
 

@@ -34,10 +34,14 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
     loop = speed.GreedyLoop(tiny, 2, 16, 8)
     tokens = loop(8)
     with torch.inference_mode():
-        ref = tiny.model.generate(**loop.batch, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+        ref = tiny.model.generate(
+            **loop.batch, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
+        )
     assert tokens.shape == (2, 8) and torch.equal(tokens, ref[:, 16:])
     assert torch.equal(loop(8), tokens), "a second run starts from an emptied cache"
-    assert torch.equal(loop(8, forced=ref[:, 16:]), tokens), "fed its own choices, teacher forcing changes nothing"
+    assert torch.equal(loop(8, forced=ref[:, 16:]), tokens), (
+        "fed its own choices, teacher forcing changes nothing"
+    )
     other = torch.randint(0, 200, (2, 8))
     assert not torch.equal(loop(8, forced=other), tokens), "fed other tokens, it predicts from them"
     torch._dynamo.reset()
@@ -45,7 +49,9 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
 
 def test_loop_row_reports_agreement_with_generate(tiny):
     row = speed.decode(tiny, "compiled-loop", prompt_len=16, new_tokens=6, reps=1)
-    assert row["same_tokens_as_generate"] == 1.0 and row["next_token_agreement"] == 1.0 and row["compile_s"] >= 0
+    assert (
+        row["same_tokens_as_generate"] == 1.0 and row["next_token_agreement"] == 1.0 and row["compile_s"] >= 0
+    )
 
 
 def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):
@@ -53,14 +59,34 @@ def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):
     bw = roof.set_index("batch_size").bandwidth_bound_tok_s
     assert bw[2] == pytest.approx(2 * bw[1], rel=0.05), "one more sequence costs only its KV cache"
     assert roof.limited_by.tolist()[0] == "bandwidth" and roof.limited_by.tolist()[-1] == "compute"
-    assert (roof.ceiling_tok_s <= roof[["bandwidth_bound_tok_s", "compute_bound_tok_s"]].min(axis=1) + 1e-9).all()
+    assert (
+        roof.ceiling_tok_s <= roof[["bandwidth_bound_tok_s", "compute_bound_tok_s"]].min(axis=1) + 1e-9
+    ).all()
 
 
 def test_sol_summary_picks_the_best_share_per_technique():
-    decode = pd.DataFrame({"weights": ["bf16", "bf16", "nf4"], "mode": ["dynamic", "compiled", "dynamic"],
-                           "status": ["ok", "ok", "ok"], "sol_fraction_bandwidth": [0.2, 0.7, 0.1], "batch_size": [1, 1, 1]})
-    prefill = pd.DataFrame({"attention": ["sdpa", "sdpa"], "status": ["ok", "OOM"], "seq_len": [1024, 2048],
-                            "sol_fraction_compute": [0.6, None]})
-    out = speed.sol_summary({"d": decode, "p": prefill}, {"d": "decode", "p": "prefill"}).set_index("technique")
-    assert out.loc["decode: bf16 / compiled", "best_fraction"] == 0.7 and out.loc["prefill: sdpa", "ceiling"] == "arithmetic"
+    decode = pd.DataFrame(
+        {
+            "weights": ["bf16", "bf16", "nf4"],
+            "mode": ["dynamic", "compiled", "dynamic"],
+            "status": ["ok", "ok", "ok"],
+            "sol_fraction_bandwidth": [0.2, 0.7, 0.1],
+            "batch_size": [1, 1, 1],
+        }
+    )
+    prefill = pd.DataFrame(
+        {
+            "attention": ["sdpa", "sdpa"],
+            "status": ["ok", "OOM"],
+            "seq_len": [1024, 2048],
+            "sol_fraction_compute": [0.6, None],
+        }
+    )
+    out = speed.sol_summary({"d": decode, "p": prefill}, {"d": "decode", "p": "prefill"}).set_index(
+        "technique"
+    )
+    assert (
+        out.loc["decode: bf16 / compiled", "best_fraction"] == 0.7
+        and out.loc["prefill: sdpa", "ceiling"] == "arithmetic"
+    )
     assert len(out) == 4

@@ -19,8 +19,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 import static_figures as sf  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-needs_chromium = pytest.mark.skipif(os.environ.get("WORKBOOK_BROWSER_TESTS") == "0",
-                                    reason="WORKBOOK_BROWSER_TESTS=0: no system Chromium to render with")
+needs_chromium = pytest.mark.skipif(
+    os.environ.get("WORKBOOK_BROWSER_TESTS") == "0",
+    reason="WORKBOOK_BROWSER_TESTS=0: no system Chromium to render with",
+)
 
 
 def _png_size(b64: str) -> tuple[int, int]:
@@ -37,20 +39,28 @@ def test_every_stored_plotly_figure_has_its_png(path):
     nb = nbformat.read(path, as_version=4)
     outputs = sf.plotly_outputs(nb)
     lacking = sf.missing(nb)
-    assert not lacking, (f"{len(lacking)} of {len(outputs)} plotly outputs in {path.name} have no PNG. "
-                         f"Fix: python tools/static_figures.py {path.name[:2]}")
+    assert not lacking, (
+        f"{len(lacking)} of {len(outputs)} plotly outputs in {path.name} have no PNG. "
+        f"Fix: python tools/static_figures.py {path.name[:2]}"
+    )
     for o in outputs:
-        assert _png_size(o["data"][sf.PNG]) == sf.size(o["data"][sf.PLOTLY]), \
+        assert _png_size(o["data"][sf.PNG]) == sf.size(o["data"][sf.PLOTLY]), (
             f"{path.name}: a PNG not drawn by the tool. Fix: python tools/static_figures.py {path.name[:2]}"
+        )
 
 
 def _figure(title: str, height: int | None = None) -> dict:
     layout = {"title": {"text": title}, "template": {"layout": {"paper_bgcolor": "white"}}}
     if height:
         layout["height"] = height
-    return {"data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2], "name": "a"},
-                     {"type": "bar", "x": [1, 2, 3], "y": [1, 2, 3], "name": "b"}],
-            "layout": layout, "config": {"displaylogo": False}}
+    return {
+        "data": [
+            {"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2], "name": "a"},
+            {"type": "bar", "x": [1, 2, 3], "y": [1, 2, 3], "name": "b"},
+        ],
+        "layout": layout,
+        "config": {"displaylogo": False},
+    }
 
 
 def _synthetic() -> nbformat.NotebookNode:
@@ -58,23 +68,47 @@ def _synthetic() -> nbformat.NotebookNode:
     (plotly JSON only), text, a matplotlib-style PNG, and a control panel whose saved widget state holds a figure."""
     v4 = nbformat.v4
     nb = v4.new_notebook()
-    live = v4.new_output("display_data", data={sf.PLOTLY: _figure("live", height=300),
-                                               "text/html": "<div>plotly from a CDN</div>"})
+    live = v4.new_output(
+        "display_data",
+        data={sf.PLOTLY: _figure("live", height=300), "text/html": "<div>plotly from a CDN</div>"},
+    )
     plain = v4.new_output("display_data", data={sf.PLOTLY: _figure("plain")}, metadata={"note": "kept"})
     nb.cells = [
         v4.new_markdown_cell("# A chapter"),
-        v4.new_code_cell("live = plots.LivePlot(...).show()", execution_count=1,
-                         outputs=[v4.new_output("stream", name="stdout", text="measuring\n"), live]),
+        v4.new_code_cell(
+            "live = plots.LivePlot(...).show()",
+            execution_count=1,
+            outputs=[v4.new_output("stream", name="stdout", text="measuring\n"), live],
+        ),
         v4.new_code_cell("plots.bars(...)", execution_count=2, outputs=[plain]),
-        v4.new_code_cell("x", execution_count=3, outputs=[
-            v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=3),
-            v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]),
+        v4.new_code_cell(
+            "x",
+            execution_count=3,
+            outputs=[
+                v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=3),
+                v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}),
+            ],
+        ),
     ]
-    panel_output = {"output_type": "display_data", "metadata": {},
-                    "data": {sf.PLOTLY: _figure("your runs"), "text/html": "<div>panel</div>"}}
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"version_major": 2, "version_minor": 0,
-        "state": {"abc": {"model_name": "OutputModel", "model_module": "@jupyter-widgets/output",
-                          "model_module_version": "1.0.0", "state": {"outputs": [panel_output]}}}}}
+    panel_output = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {sf.PLOTLY: _figure("your runs"), "text/html": "<div>panel</div>"},
+    }
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "version_major": 2,
+            "version_minor": 0,
+            "state": {
+                "abc": {
+                    "model_name": "OutputModel",
+                    "model_module": "@jupyter-widgets/output",
+                    "model_module_version": "1.0.0",
+                    "state": {"outputs": [panel_output]},
+                }
+            },
+        }
+    }
     return nb
 
 

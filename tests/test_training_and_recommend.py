@@ -32,7 +32,9 @@ def test_padded_and_packed_batches_hold_the_same_documents_differently(tok):
         assert "attention_mask" not in b and b["input_ids"].shape == b["position_ids"].shape
         assert (b["position_ids"][:, 0] == 0).all()
         assert ((b["labels"] == -100) == (b["position_ids"] == 0)).all()
-    pad_share = sum(int((b["attention_mask"] == 0).sum()) for b in padded) / sum(b["input_ids"].numel() for b in padded)
+    pad_share = sum(int((b["attention_mask"] == 0).sum()) for b in padded) / sum(
+        b["input_ids"].numel() for b in padded
+    )
     assert pad_share > 0.2, "real paragraphs differ in length, so padding wastes positions"
 
 
@@ -80,10 +82,25 @@ def test_training_needs_trainable_parameters():
 
 def _grid():
     rows = []
-    for attention, weights, peak, prefill, step in [("sdpa", "bf16", 14.0, 30, 20), ("sdpa", "nf4", 5.0, 40, 28),
-                                                    ("eager", "bf16", 18.0, 60, 22), ("sdpa", "int8", 8.0, 100, 90)]:
-        rows.append({"attention": attention, "weights": weights, "status": "ok", "peak_alloc_gib": peak, "prefill_ms": prefill,
-                     "decode_ms_per_token": step, "decode_tok_s": 1e3 / step, "batch_size": 1, "prompt_len": 512})
+    for attention, weights, peak, prefill, step in [
+        ("sdpa", "bf16", 14.0, 30, 20),
+        ("sdpa", "nf4", 5.0, 40, 28),
+        ("eager", "bf16", 18.0, 60, 22),
+        ("sdpa", "int8", 8.0, 100, 90),
+    ]:
+        rows.append(
+            {
+                "attention": attention,
+                "weights": weights,
+                "status": "ok",
+                "peak_alloc_gib": peak,
+                "prefill_ms": prefill,
+                "decode_ms_per_token": step,
+                "decode_tok_s": 1e3 / step,
+                "batch_size": 1,
+                "prompt_len": 512,
+            }
+        )
     rows.append({**rows[0], "weights": "fp32", "status": "OOM", "peak_alloc_gib": float("nan")})
     return pd.DataFrame(rows)
 
@@ -94,14 +111,18 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_recommender_picks_the_fastest_that_fits_and_says_why():
-    best, why, ranked = recommend.recommend(_grid(), budget_gib=16, prompt_len=300, new_tokens=64, batch_size=1)
+    best, why, ranked = recommend.recommend(
+        _grid(), budget_gib=16, prompt_len=300, new_tokens=64, batch_size=1
+    )
     assert (best.attention, best.weights) == ("sdpa", "bf16") and "sdpa + bf16" in why
     best, why, _ = recommend.recommend(_grid(), budget_gib=10, prompt_len=512, new_tokens=64, batch_size=1)
     assert best.weights == "nf4" and "would be faster" in why and "sdpa + bf16" in why
     best, why, _ = recommend.recommend(_grid(), budget_gib=2, prompt_len=512, new_tokens=64, batch_size=1)
     assert best is None and "Nothing measured fits" in why
     with pytest.raises(WorkbookError, match="lacks"):
-        recommend.recommend(_grid().drop(columns="prefill_ms"), budget_gib=16, prompt_len=512, new_tokens=8, batch_size=1)
+        recommend.recommend(
+            _grid().drop(columns="prefill_ms"), budget_gib=16, prompt_len=512, new_tokens=8, batch_size=1
+        )
 
 
 def test_packed_rows_are_full_and_keep_the_corpus(tok):
@@ -148,7 +169,9 @@ def test_train_steps_streams_rows_and_step_cost_sees_padding(tok):
 
 def test_recommender_on_another_memory_column_and_budget_choices():
     grid = _grid().assign(weights_gib=[13.0, 4.0, 13.0, 7.0, 26.0])
-    best, why, _ = recommend.recommend(grid, budget_gib=5, prompt_len=512, new_tokens=8, batch_size=1, memory="weights_gib")
+    best, why, _ = recommend.recommend(
+        grid, budget_gib=5, prompt_len=512, new_tokens=8, batch_size=1, memory="weights_gib"
+    )
     assert best.weights == "nf4" and "needs 4 GiB" in why
     budgets = recommend.budget_choices(_grid())
     assert budgets == sorted(budgets) and budgets[0] > 5.0
@@ -157,15 +180,15 @@ def test_recommender_on_another_memory_column_and_budget_choices():
 
 
 def test_control_panel_reports_through_its_report_hook():
-    from helpers import widgets
 
-    panel = widgets.ControlPanel({"x": [1, 2]}, lambda p: {"why": f"picked {p['x']}"}, report=lambda rows: rows[-1]["why"])
+    panel = widgets.ControlPanel(
+        {"x": [1, 2]}, lambda p: {"why": f"picked {p['x']}"}, report=lambda rows: rows[-1]["why"]
+    )
     panel.set(x=2).click()
     assert "picked 2" in panel.status.value and not panel.errors
 
 
 def test_pareto_and_facet_plots_draw_every_row():
-    from helpers import plots
 
     grid = _grid().assign(workload="w")
     fig = plots.pareto_plot(grid, recommend.pareto(grid))

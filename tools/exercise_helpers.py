@@ -46,8 +46,10 @@ def main() -> None:
     print(f"load {prof.decoder}: {loaded.load_s:.1f} s, {loaded.footprint_gib():.2f} GiB")
     print(loaded.verification.to_frame().to_string())
 
-    points = [{"attention": a, "batch_size": 1, "seq_len": prof.long_seq}
-              for a in ["eager", "sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"]]
+    points = [
+        {"attention": a, "batch_size": 1, "seq_len": prof.long_seq}
+        for a in ["eager", "sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"]
+    ]
 
     def forward(p):
         loaded.switch_attention(p["attention"])
@@ -55,20 +57,45 @@ def main() -> None:
 
     fwd = sweeps.run(points, forward, save_to=results.path_for("helpers_exercise_forward.partial"))
     results.save(fwd, "helpers_exercise_forward", meta={"profile": prof.name})
-    cols = ["attention", "status", "latency_ms", "latency_p10_ms", "latency_p90_ms", "tflops",
-            "sol_fraction_compute", "peak_alloc_gib", "above_weights_gib"]
+    cols = [
+        "attention",
+        "status",
+        "latency_ms",
+        "latency_p10_ms",
+        "latency_p90_ms",
+        "tflops",
+        "sol_fraction_compute",
+        "peak_alloc_gib",
+        "above_weights_gib",
+    ]
     print(fwd[[c for c in cols if c in fwd]].to_string())
 
     loaded.switch_attention("sdpa")
     gen = pd.DataFrame([measure.generate(loaded, 1, 512, prof.new_tokens, reps=min(reps, 3), sol=sol)])
     results.save(gen, "helpers_exercise_generate", meta={"profile": prof.name})
-    print(gen[["prefill_ms", "decode_tok_s", "decode_ms_per_token", "decode_gbs", "sol_fraction_bandwidth",
-               "peak_alloc_gib"]].to_string())
+    print(
+        gen[
+            [
+                "prefill_ms",
+                "decode_tok_s",
+                "decode_ms_per_token",
+                "decode_gbs",
+                "sol_fraction_bandwidth",
+                "peak_alloc_gib",
+            ]
+        ].to_string()
+    )
     models.unload(loaded)
 
     def quantized(p):
-        q = models.load(prof.decoder, dtype=prof.dtype, attention="sdpa", quant=p["quant"],
-                        double_quant=p["double_quant"], strict=True)
+        q = models.load(
+            prof.decoder,
+            dtype=prof.dtype,
+            attention="sdpa",
+            quant=p["quant"],
+            double_quant=p["double_quant"],
+            strict=True,
+        )
         try:
             row = measure.generate(q, 1, 512, prof.new_tokens, reps=min(reps, 3), sol=sol)
             row["layers"] = str(dict(models.quantized_layers(q.model)))
@@ -77,11 +104,24 @@ def main() -> None:
         finally:
             models.unload(q)
 
-    qpoints = [{"quant": m, "double_quant": dq} for m, dq in [("int8", False), ("fp4", False), ("nf4", False), ("nf4", True)]]
+    qpoints = [
+        {"quant": m, "double_quant": dq}
+        for m, dq in [("int8", False), ("fp4", False), ("nf4", False), ("nf4", True)]
+    ]
     quant = sweeps.run(qpoints, quantized)
     results.save(quant, "helpers_exercise_quant", meta={"profile": prof.name})
-    cols = ["quant", "double_quant", "status", "weights_gib", "prefill_ms", "decode_tok_s", "decode_gbs",
-            "peak_alloc_gib", "load_s", "error"]
+    cols = [
+        "quant",
+        "double_quant",
+        "status",
+        "weights_gib",
+        "prefill_ms",
+        "decode_tok_s",
+        "decode_gbs",
+        "peak_alloc_gib",
+        "load_s",
+        "error",
+    ]
     print(quant[[c for c in cols if c in quant]].to_string())
 
 

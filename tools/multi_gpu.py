@@ -17,7 +17,10 @@ from helpers import placement, results  # noqa: E402
 if __name__ == "__main__":
     model = sys.argv[1] if len(sys.argv) > 1 else "llama-2-7b"
     rows = placement.multi_gpu_rows(model)
-    path = results.save(rows, "multi_gpu", meta={"model": model, "gpus": torch.cuda.device_count(),
-                                                  "made_by": "tools/multi_gpu.py"})
+    path = results.save(
+        rows,
+        "multi_gpu",
+        meta={"model": model, "gpus": torch.cuda.device_count(), "made_by": "tools/multi_gpu.py"},
+    )
     print(rows.filter(regex="^(setup|gpus_used|budget_per_gpu_gib|gib_|prefill_ms|decode_tok_s)").to_string())
     print(path)

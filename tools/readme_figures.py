@@ -17,15 +17,16 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
-DEFAULT_CARD = "nvidia-h100-80gb-hbm3"
 sys.path.insert(0, str(ROOT))
 
-from helpers import plots  # noqa: E402
+from helpers import plots, registry, results  # noqa: E402
+
+DEFAULT_CARD = registry.STORED_CARD
 
 
 def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
-    path = ROOT / "results" / card / f"{name}.csv"
-    return pd.read_csv(path), json.loads(path.with_suffix(".json").read_text())
+    """A registered table of the shipped results and its metadata."""
+    return results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
 
 
 def speedup(card: str):
@@ -33,11 +34,19 @@ def speedup(card: str):
     df, meta = _read(card, "01_speedup")
     eager = df[df.attention == "eager"].set_index(["model", "batch_size"]).latency_ms
     d = df[df.attention != "eager"].copy()
-    d["speedup_over_eager"] = [eager.get((m, b), float("nan")) / lat for m, b, lat in zip(d.model, d.batch_size, d.latency_ms)]
+    d["speedup_over_eager"] = [
+        eager.get((m, b), float("nan")) / lat for m, b, lat in zip(d.model, d.batch_size, d.latency_ms)
+    ]
     d.loc[d.speedup_over_eager.isna() & (d.status == "ok"), "status"] = "no eager"
-    fig = plots.facet_bars(d, "batch_size", "speedup_over_eager", "attention", "model",
-                           title=f"Notebook 01: forward pass speed-up over eager, {int(df.seq_len.iloc[0])} tokens, "
-                                 f"{meta['card']['name']}")
+    fig = plots.facet_bars(
+        d,
+        "batch_size",
+        "speedup_over_eager",
+        "attention",
+        "model",
+        title=f"Notebook 01: forward pass speed-up over eager, {int(df.seq_len.iloc[0])} tokens, "
+        f"{meta['card']['name']}",
+    )
     fig.add_hline(y=1, line_dash="dot", line_color="gray")
     fig.update_traces(constraintext="none", textfont_size=11)  # status labels of empty bars stay legible
     return fig
@@ -48,9 +57,15 @@ def decode_by_weights(card: str):
     speed, meta = _read(card, "03_speed")
     int8, _ = _read(card, "04_speed")
     rows = pd.concat([speed, int8[int8.weights == "int8"]])
-    live = plots.LivePlot("batch_size", "decode_tok_s", "weights", log_x=True, log_y=True,
-                          title=f"Notebooks 03-04: decode tokens/s by weight format, {meta['prompt']}-token prompt, "
-                                f"{meta['card']['name']}")
+    live = plots.LivePlot(
+        "batch_size",
+        "decode_tok_s",
+        "weights",
+        log_x=True,
+        log_y=True,
+        title=f"Notebooks 03-04: decode tokens/s by weight format, {meta['prompt']}-token prompt, "
+        f"{meta['card']['name']}",
+    )
     live.extend(rows)
     return live.figure().update_xaxes(tickvals=sorted(rows.batch_size.unique()))
 
@@ -58,16 +73,26 @@ def decode_by_weights(card: str):
 def decode_modes(card: str):
     """Notebook 07: batch-1 decode tokens/s per decode mode and weight format."""
     dec, meta = _read(card, "07_decode")
-    live = plots.LivePlot("mode", "decode_tok_s", "weights",
-                          title=f"Notebook 07: batch-1 decode tokens/s by decode mode, {meta['card']['name']}")
+    live = plots.LivePlot(
+        "mode",
+        "decode_tok_s",
+        "weights",
+        title=f"Notebook 07: batch-1 decode tokens/s by decode mode, {meta['card']['name']}",
+    )
     live.extend(dec)
     return live.figure()
 
 
 # file name -> (figure builder, the README's alt text)
 README = {
-    "01_speedup.png": (speedup, "Forward-pass speed-up over eager by batch size for Llama-2-7B and Falcon-7B"),
-    "03_decode.png": (decode_by_weights, "Decode tokens/s over batch size for bf16, int8, nf4 and fp4 weights"),
+    "01_speedup.png": (
+        speedup,
+        "Forward-pass speed-up over eager by batch size for Llama-2-7B and Falcon-7B",
+    ),
+    "03_decode.png": (
+        decode_by_weights,
+        "Decode tokens/s over batch size for bf16, int8, nf4 and fp4 weights",
+    ),
     "07_decode.png": (decode_modes, "Batch-1 decode tokens/s by decode mode for bf16, nf4 and int8 weights"),
 }
 

@@ -39,14 +39,15 @@ def select(names: list[str]) -> list[Path]:
 def add_static_figures(nb, target: Path) -> str:
     """Add the PNGs of ``nb``'s plotly figures and save it again; a failure to render loses no output."""
     import nbformat
-
     import static_figures
 
     try:
-        count = static_figures.add_pngs(nb)
+        count = static_figures.add_pngs(nb, drop_html=True)
     except Exception as e:  # no Chromium, a browser that would not start: the measured outputs matter more
-        print(f"  figures saved without PNGs: {e}\n  Once that is fixed: python tools/static_figures.py {target}",
-              file=sys.stderr)
+        print(
+            f"  figures saved without PNGs: {e}\n  Once that is fixed: python tools/static_figures.py {target}",
+            file=sys.stderr,
+        )
         return ", figures without PNGs"
     nbformat.write(nb, target)
     return f", {count} figures as PNG" if count else ""
@@ -64,7 +65,9 @@ def main() -> int:
     ap.add_argument("--profile", help="force a hardware profile (cpu, small-gpu, large-gpu)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     ap.add_argument("--kernel", default="python3")
-    ap.add_argument("--allow-errors", action="store_true", help="run every cell even after one fails (still exit 1)")
+    ap.add_argument(
+        "--allow-errors", action="store_true", help="run every cell even after one fails (still exit 1)"
+    )
     args = ap.parse_args()
 
     if args.profile:
@@ -75,11 +78,16 @@ def main() -> int:
     for path in select(args.notebooks):
         nb = nbformat.read(path, as_version=4)
         target = out_dir / path.name
-        client = NotebookClient(nb, timeout=args.timeout, kernel_name=args.kernel,
-                                resources={"metadata": {"path": str(NOTEBOOKS)}}, record_timing=True,
-                                allow_errors=args.allow_errors)
+        client = NotebookClient(
+            nb,
+            timeout=args.timeout,
+            kernel_name=args.kernel,
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
+            record_timing=True,
+            allow_errors=args.allow_errors,
+        )
         # save after every cell: a run that is stopped keeps what it measured so far
-        client.on_cell_executed = lambda **_: nbformat.write(nb, target)
+        client.on_cell_executed = lambda nb=nb, target=target, **_: nbformat.write(nb, target)
         t0 = time.perf_counter()
         status = "ok"
         try:
@@ -87,12 +95,19 @@ def main() -> int:
         except CellExecutionError as e:
             status = "FAILED"
             print(str(e)[-3000:], file=sys.stderr)
-        errors = [c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "error" for o in c.get("outputs", []))]
+        errors = [
+            c
+            for c in nb.cells
+            if c.cell_type == "code" and any(o.output_type == "error" for o in c.get("outputs", []))
+        ]
         if errors:
             status = "FAILED"
             for c in errors:
                 err = next(o for o in c.outputs if o.output_type == "error")
-                print(f"  error in cell {c.source.splitlines()[0][:70]!r}: {err.ename}: {err.evalue[:300]}", file=sys.stderr)
+                print(
+                    f"  error in cell {c.source.splitlines()[0][:70]!r}: {err.ename}: {err.evalue[:300]}",
+                    file=sys.stderr,
+                )
         if status != "ok":
             failed.append(path.name)
         nbformat.write(nb, target)

@@ -13,9 +13,10 @@ plotly output is stored: cell outputs and the outputs kept in a control panel's 
 Which representation a viewer shows is its own choice. JupyterLab still draws the interactive figure: its
 plotly renderer (rank 2) outranks HTML (50) and images (90); it shows the PNG until the pointer enters the
 figure, then draws the live one. nbconvert, and so nbviewer, prefers text/html to image/png: the live plots
-stay interactive there, and the figures stored without HTML show the PNG. A viewer that prefers HTML but
-strips its scripts still shows the live plots blank; ``--drop-html`` removes that HTML from the stored
-outputs for such a viewer. Running the tool again replaces each PNG (same figure, same bytes); nothing else
+stay interactive there, and the figures stored without HTML show the PNG. A code host's viewer that prefers
+HTML but strips its scripts would still show the live plots blank, so by default the tool removes that HTML
+from the stored outputs (``--keep-html`` keeps it): JupyterLab and VS Code draw plotly's JSON, every other
+viewer shows the PNG. Running the tool again replaces each PNG (same figure, same bytes); nothing else
 in the file changes. ``tools/run_notebooks.py`` calls it after executing a notebook.
 
 kaleido drives the system Chromium (Debian's ``chromium`` package; ``.ci/run`` installs it), found on PATH
@@ -46,7 +47,9 @@ from helpers.errors import WorkbookError  # noqa: E402
 PLOTLY = "application/vnd.plotly.v1+json"
 PNG = "image/png"
 WIDTH, HEIGHT, SCALE = 900, 450, 1  # pixels; a notebook's output column is about this wide
-COLOURS = 256  # palette size: plots are flat colours, so the reduction cannot be seen and the file is 4x smaller
+COLOURS = (
+    256  # palette size: plots are flat colours, so the reduction cannot be seen and the file is 4x smaller
+)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -54,10 +57,12 @@ def browser_path() -> str:
     """The Chromium kaleido drives: ``BROWSER_PATH`` if set, else the first of ``BROWSERS`` on PATH."""
     path = os.environ.get("BROWSER_PATH") or next(filter(None, map(shutil.which, BROWSERS)), None)
     if not path or not Path(path).is_file():
-        raise WorkbookError(f"No Chromium to render figures with (BROWSER_PATH={os.environ.get('BROWSER_PATH')!r}, "
-                            f"none of {BROWSERS} on PATH).",
-                            "install Debian's package (`apt-get install chromium`; .ci/run does this) or point "
-                            "BROWSER_PATH at a Chrome or Chromium binary.")
+        raise WorkbookError(
+            f"No Chromium to render figures with (BROWSER_PATH={os.environ.get('BROWSER_PATH')!r}, "
+            f"none of {BROWSERS} on PATH).",
+            "install Debian's package (`apt-get install chromium`; .ci/run does this) or point "
+            "BROWSER_PATH at a Chrome or Chromium binary.",
+        )
     return path
 
 
@@ -91,7 +96,9 @@ def missing(nb) -> list[dict]:
 def size(figure: dict) -> tuple[int, int]:
     """(width, height) in pixels of a figure's PNG: ``WIDTH`` wide, as tall as its layout asks (else ``HEIGHT``)."""
     height = figure.get("layout", {}).get("height")
-    return WIDTH * SCALE, int(round((height if isinstance(height, (int, float)) and height > 0 else HEIGHT) * SCALE))
+    return WIDTH * SCALE, int(
+        round((height if isinstance(height, (int, float)) and height > 0 else HEIGHT) * SCALE)
+    )
 
 
 def render(figures: list[dict]) -> list[bytes]:
@@ -110,8 +117,11 @@ async def _render(figures: list[dict], path: str) -> list[bytes]:
     async with kaleido.Kaleido(n=1, path=path, mathjax=False, timeout=120) as k:
         for fig in figures:
             w, h = size(fig)
-            out.append(await k.calc_fig(fig, opts={"format": "png", "width": w // SCALE, "height": h // SCALE,
-                                                   "scale": SCALE}))
+            out.append(
+                await k.calc_fig(
+                    fig, opts={"format": "png", "width": w // SCALE, "height": h // SCALE, "scale": SCALE}
+                )
+            )
     return out
 
 
@@ -132,7 +142,9 @@ def _palette(png: bytes) -> bytes:
     image = Image.open(io.BytesIO(png)).convert("RGBA")
     flat = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
     out = io.BytesIO()
-    flat.quantize(COLOURS, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    flat.quantize(COLOURS, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE).save(
+        out, "PNG", optimize=True
+    )
     return out.getvalue()
 
 
@@ -182,19 +194,28 @@ def select(names: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 2)[2],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("notebooks", nargs="*", help="notebook paths, names or number prefixes (default: every notebook)")
-    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a plotly output has no PNG")
-    ap.add_argument("--drop-html", action="store_true",
-                    help="also remove the plotly outputs' text/html (plotly.js from a CDN): viewers that prefer HTML "
-                         "to PNG (nbconvert's order) then show the PNG, at the cost of nbviewer's and Colab's "
-                         "interactive view of stored figures")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "notebooks", nargs="*", help="notebook paths, names or number prefixes (default: every notebook)"
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a plotly output has no PNG"
+    )
+    ap.add_argument(
+        "--keep-html",
+        action="store_true",
+        help="keep the plotly outputs' text/html (plotly.js from a CDN): nbviewer and Colab then draw stored "
+        "figures interactively, but a viewer that strips scripts shows them blank instead of the PNG",
+    )
     args = ap.parse_args(argv)
     paths = select(args.notebooks)
     sizes = {p: p.stat().st_size for p in paths}
     t0 = time.perf_counter()
-    done = process(paths, check=args.check, drop_html=args.drop_html)
+    done = process(paths, check=args.check, drop_html=not args.keep_html)
     for path, figures, without in done:
         if args.check:
             print(f"{path.name}: {figures} plotly outputs, {without} without a PNG")

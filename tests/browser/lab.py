@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.request
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +29,10 @@ def system_browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise RuntimeError("No Chromium found for the browser tests. Fix: install Debian's package "
-                       "(`apt-get install chromium`; .ci/run does this), or set WORKBOOK_BROWSER_TESTS=0 to skip them.")
+    raise RuntimeError(
+        "No Chromium found for the browser tests. Fix: install Debian's package "
+        "(`apt-get install chromium`; .ci/run does this), or set WORKBOOK_BROWSER_TESTS=0 to skip them."
+    )
 
 
 def _free_port() -> int:
@@ -45,17 +47,24 @@ class JupyterLab:
     def __init__(self, workdir: Path):
         self.root = workdir / "workbook"
         for part in ("notebooks", "helpers", "results"):
-            shutil.copytree(ROOT / part, self.root / part, ignore=shutil.ignore_patterns("cpu", "__pycache__"))
+            shutil.copytree(
+                ROOT / part, self.root / part, ignore=shutil.ignore_patterns("cpu", "__pycache__")
+            )
         settings = workdir / "lab-settings"
-        for plugin, values in {"@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-                               "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
-                                                                              "checkForUpdates": False}}.items():
+        for plugin, values in {
+            "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+            "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        }.items():
             path = settings / f"{plugin}.jupyterlab-settings"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(values))
         self.token, self.port = secrets.token_hex(16), _free_port()
-        self.env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "WORKBOOK_PROFILE": "cpu",
-                    "JUPYTERLAB_WORKSPACES_DIR": str(workdir / "workspaces")}
+        self.env = {
+            **os.environ,
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "WORKBOOK_PROFILE": "cpu",
+            "JUPYTERLAB_WORKSPACES_DIR": str(workdir / "workspaces"),
+        }
         self.log = workdir / "lab.log"
         self.proc: subprocess.Popen | None = None
 
@@ -63,13 +72,27 @@ class JupyterLab:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "JupyterLab":
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}", "--allow-root"]
+    def __enter__(self) -> JupyterLab:
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={self.port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--allow-root",
+        ]
         # Import the heavy packages once first: on a fresh environment this writes their bytecode, so the
         # first notebook's kernel starts as fast as the others.
-        subprocess.run([sys.executable, "-c", "import torch, transformers, plotly, ipywidgets, ipykernel, helpers"],
-                       cwd=self.root, env=self.env, check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-c", "import torch, transformers, plotly, ipywidgets, ipykernel, helpers"],
+            cwd=self.root,
+            env=self.env,
+            check=True,
+            timeout=600,
+        )
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -98,7 +121,9 @@ _ALL_RAN = """() => {
   const prompts = cells.map(c => (c.querySelector('.jp-InputPrompt') || {}).textContent || '');
   if (prompts.some(p => p.includes('*'))) return false;
   const busy = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="busy"]');
-  return !busy && prompts.every(p => /\\[\\d+\\]/.test(p)) ? 'done' : (prompts.some(p => /\\[\\d+\\]/.test(p)) && !busy ? 'stopped' : false);
+  const ran = p => /\\[\\d+\\]/.test(p);
+  if (busy) return false;
+  return prompts.every(ran) ? 'done' : (prompts.some(ran) ? 'stopped' : false);
 }"""
 
 _POINTS = """el => (el.data || []).reduce((n, t) => n + ((t.x || []).length), 0)"""
@@ -110,7 +135,7 @@ class LabPage:
     def __init__(self, page, lab: JupyterLab, notebook: str):
         self.page, self.lab, self.notebook = page, lab, notebook
 
-    def open(self) -> "LabPage":
+    def open(self) -> LabPage:
         self.page.goto(f"{self.lab.url}/lab/tree/notebooks/{self.notebook}?reset&token={self.lab.token}")
         self.page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
         self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
@@ -133,7 +158,9 @@ class LabPage:
             if self.kernel_state() == "idle":
                 return
             time.sleep(1)
-        raise TimeoutError(f"{self.notebook}: the kernel is {self.kernel_state()!r}, not idle, after {timeout_s:.0f} s")
+        raise TimeoutError(
+            f"{self.notebook}: the kernel is {self.kernel_state()!r}, not idle, after {timeout_s:.0f} s"
+        )
 
     def _menu(self, menu: str, command: str) -> None:
         self.page.locator("div.lm-MenuBar-itemLabel", has_text=menu).first.click()
@@ -144,8 +171,10 @@ class LabPage:
         the run stopped at an error ('stopped'). If no cell has started after ``start_s`` seconds (the request
         went to a kernel that was not listening yet), Run All is pressed once more."""
         self._menu("Edit", "editmenu:clear-all")
-        self.page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\d/.test(p.textContent))",
-                                    timeout=30_000)
+        self.page.wait_for_function(
+            "() => ![...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\d/.test(p.textContent))",
+            timeout=30_000,
+        )
         self._menu("Run", "runmenu:run-all")
         self.page.wait_for_timeout(2000)
         started, retried = time.time(), False
@@ -156,16 +185,24 @@ class LabPage:
             stable = stable + 1 if state else 0
             if stable >= 3:  # the same answer three polls in a row: the kernel has really settled
                 return state
-            if not retried and time.time() - started > start_s and not any(re.search(r"\[(\d+|\*)\]", p) for p in self.prompts()):
+            if (
+                not retried
+                and time.time() - started > start_s
+                and not any(re.search(r"\[(\d+|\*)\]", p) for p in self.prompts())
+            ):
                 retried = True
                 self._menu("Run", "runmenu:run-all")
             self.page.wait_for_timeout(1000)
-        raise TimeoutError(f"{self.notebook}: cells still running after {timeout_s:.0f} s. {self.diagnosis()}")
+        raise TimeoutError(
+            f"{self.notebook}: cells still running after {timeout_s:.0f} s. {self.diagnosis()}"
+        )
 
     def prompts(self) -> list[str]:
         """The input prompt of every code cell: '[ ]:' (never ran), '[*]:' (running or queued), '[3]:' (ran)."""
-        return self.page.evaluate("() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]"
-                                  ".map(c => ((c.querySelector('.jp-InputPrompt') || {}).textContent || '').trim())")
+        return self.page.evaluate(
+            "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]"
+            ".map(c => ((c.querySelector('.jp-InputPrompt') || {}).textContent || '').trim())"
+        )
 
     def diagnosis(self) -> str:
         """What a failed wait saw: prompts, kernel state, the first unfinished cell's code, the server log's tail;
@@ -177,11 +214,16 @@ class LabPage:
         stuck = next((i for i, p in enumerate(prompts) if not re.search(r"\[\d+\]", p)), None)
         source = ""
         if stuck is not None:
-            source = self.page.evaluate("i => document.querySelectorAll('.jp-Notebook .jp-CodeCell')[i]"
-                                        ".querySelector('.jp-InputArea-editor').innerText", stuck)[:300]
+            source = self.page.evaluate(
+                "i => document.querySelectorAll('.jp-Notebook .jp-CodeCell')[i]"
+                ".querySelector('.jp-InputArea-editor').innerText",
+                stuck,
+            )[:300]
         log = self.lab.log.read_text(errors="replace")[-1500:] if self.lab.log.exists() else ""
-        return (f"prompts={prompts}; kernel={self.kernel_state()!r}; first unfinished code cell {stuck}: "
-                f"{source!r}; server log tail: {log}")
+        return (
+            f"prompts={prompts}; kernel={self.kernel_state()!r}; first unfinished code cell {stuck}: "
+            f"{source!r}; server log tail: {log}"
+        )
 
     def save(self) -> Path:
         self.page.keyboard.press("Control+s")

@@ -14,16 +14,27 @@ import pytest
 
 from .lab import ROOT, JupyterLab, LabPage, system_browser
 
-pytestmark = pytest.mark.skipif(os.environ.get("WORKBOOK_BROWSER_TESTS") == "0", reason="WORKBOOK_BROWSER_TESTS=0")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("WORKBOOK_BROWSER_TESTS") == "0", reason="WORKBOOK_BROWSER_TESTS=0"
+)
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 # Per notebook: the panel's title, a good choice, a choice this CPU cannot run, and what its message must say.
 PANELS = {
     "00_start_here.ipynb": ("forward pass", {"attention": "sdpa-math"}, {"attention": "fa2"}, "Fix:"),
-    "01_flash_attention_2.ipynb": ("forward pass", {"attention": "eager", "dtype": "bf16"}, {"attention": "fa2"}, "Fix:"),
-    "03_fp4_nf4.ipynb": ("generate with quantized weights", {"weights": "fp4", "double_quant": "false"},
-                         {"weights": "int8", "double_quant": "true"}, "double_quant"),
+    "01_flash_attention_2.ipynb": (
+        "forward pass",
+        {"attention": "eager", "dtype": "bf16"},
+        {"attention": "fa2"},
+        "Fix:",
+    ),
+    "03_fp4_nf4.ipynb": (
+        "generate with quantized weights",
+        {"weights": "fp4", "double_quant": "false"},
+        {"weights": "int8", "double_quant": "true"},
+        "double_quant",
+    ),
 }
 
 
@@ -85,8 +96,10 @@ def _click_panel(nb: LabPage, notebook, title, good, bad, message):
     status = nb.press_run(panel)
     assert status.startswith("done"), f"{notebook}: {status}"
     after = nb.plotted_points(panel, more_than=before)
-    assert after > before, (f"{notebook}: the plot did not gain the new point ({before} -> {after}); panel status "
-                            f"{status!r}; panel text: {panel.inner_text()[-600:]!r}")
+    assert after > before, (
+        f"{notebook}: the plot did not gain the new point ({before} -> {after}); panel status "
+        f"{status!r}; panel text: {panel.inner_text()[-600:]!r}"
+    )
     for control, label in bad.items():
         nb.choose(panel, control, label)
     status = nb.press_run(panel)
