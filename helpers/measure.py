@@ -153,7 +153,7 @@ def decode_row(
     decode_s = float("nan") if hidden else (full.median_ms - prefill.median_ms) / 1e3
     steps = new_tokens - 1
     avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
-    bytes_per_step = decode_step_bytes(loaded.model) + avg_kv
+    bytes_per_step = decode_step_bytes(loaded.model, batch_size) + avg_kv
     row = {
         **loaded.describe(),
         "device": device_info().name,

@@ -197,11 +197,10 @@ def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> 
     Bandwidth bound: each step reads the weights once and each sequence's KV cache (``context_len`` positions);
     compute bound: 2 FLOPs per parameter per token at the card's peak. ``limited_by`` says which one binds.
     """
-    weights = decode_step_bytes(model)
     flops_per_token = 2 * count_params(model)
     rows = []
     for b in batches:
-        step_bytes = weights + kv_cache_bytes(model, b, context_len)
+        step_bytes = decode_step_bytes(model, b) + kv_cache_bytes(model, b, context_len)
         bw = b * gbs * 1e9 / step_bytes
         compute = tflops * 1e12 / flops_per_token
         rows.append(

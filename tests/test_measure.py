@@ -123,6 +123,21 @@ def test_flop_count_by_hand(tiny):
     assert workload.forward_flops(tiny.model, b, s) == 2 * n * b * s + attn
 
 
+def test_decode_step_bytes_count_the_rows_read_and_the_4bit_scales(tiny):
+    """A step looks up one embedding row per sequence, not the whole table; 4-bit constants are read too."""
+    from helpers import models, quant
+
+    emb = tiny.model.get_input_embeddings().weight
+    row, table = emb.shape[1] * emb.element_size(), emb.numel() * emb.element_size()
+    weights = workload.weight_bytes(tiny.model)
+    assert workload.decode_step_bytes(tiny.model) == weights - table + row
+    assert workload.decode_step_bytes(tiny.model, 4) == weights - table + 4 * row
+    nf4 = models.load("llama-2-7b-tiny", dtype="fp32", quant="nf4", double_quant=True)
+    every_byte = int(quant.bytes_breakdown(nf4.model).bytes.sum())  # quantization constants included
+    assert workload.decode_step_bytes(nf4.model) == every_byte - table + row
+    assert workload.decode_step_bytes(nf4.model) > workload.weight_bytes(nf4.model) - table + row
+
+
 def test_kv_cache_bytes(tiny):
     cfg = tiny.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
