@@ -187,14 +187,38 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
     assert "allocate" in df.error[0]
 
 
-def test_sweep_explains_no_available_kernel_with_pytorchs_reasons_and_passes_other_warnings_on(recwarn):
+def test_sweep_explains_no_available_kernel_with_pytorchs_own_reasons_and_passes_other_warnings_on(recwarn):
+    """A real refusal: the flash kernel pinned for values wider than the keys. PyTorch warns "Flash attention kernel
+    not used because:" and then, as a separate warning, the reason; the row carries both, joined."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     def refused(p):
-        warnings.warn("Memory efficient kernel not used because: some reason", UserWarning, stacklevel=2)
         warnings.warn(f"an unrelated warning {p['a']}", UserWarning, stacklevel=2)
-        raise RuntimeError("No available kernel. Aborting execution.")
+        q, v = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 32)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            torch.nn.functional.scaled_dot_product_attention(q, q, v)
 
     df = sweeps.run([{"a": 1}, {"a": 1}], refused)
     assert (df.status == "unsupported").all()
-    assert df.error.str.contains("Memory efficient kernel not used because: some reason").all()
+    want = "No available kernel: Flash attention kernel not used because: Flash attention requires q,k,v"
+    assert df.error.str.startswith(want).all(), df.error[0]
+    assert not df.error.str.contains("Triggered internally").any(), "source locations dropped"
     passed_on = [str(w.message) for w in recwarn if "unrelated" in str(w.message)]
     assert passed_on == ["an unrelated warning 1"], "other warnings reach the reader, once"
+
+
+def test_kernel_reasons_join_each_header_with_the_reasons_after_it():
+    got = sweeps.kernel_reasons(
+        [
+            "Memory efficient kernel not used because: (Triggered internally at sdp_utils.cpp:1.)",
+            "Expected query, key and value to all be of dtype: {Half, BFloat16}. (Triggered internally at x.h:2.)",
+            "Flash attention kernel not used because: (Triggered internally at sdp_utils.cpp:3.)",
+            "Flash attention only supports head dimension up to 256 (Triggered internally at x.h:4.)",
+            "Flash attention requires q,k,v to have the same last dimension (Triggered internally at x.h:5.)",
+        ]
+    )
+    assert got == [
+        "Memory efficient kernel not used because: Expected query, key and value to all be of dtype: {Half, BFloat16}.",
+        "Flash attention kernel not used because: Flash attention only supports head dimension up to 256; "
+        "Flash attention requires q,k,v to have the same last dimension",
+    ]
