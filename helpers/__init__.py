@@ -7,6 +7,10 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``variants``: the names of attention paths and weight formats, defined once.
 - ``hardware``: the device, the card's name and memory, versions, freeing memory.
 - ``timing``: CUDA-event and perf_counter timers, allocator peaks.
+- ``intervals``: confidence intervals of a median (order statistics) and of a ratio of medians (bootstrap).
+- ``busy``: the GPU's busy share of a timed call (kernel time / wall time) and the host-bound flag.
+- ``protocol``: the one measuring protocol: warm-up, interleaved variants, repeat until the median is known to
+  ±2% or a time budget is spent; every figure with its interval.
 - ``probes``: which attention paths and bitsandbytes modes run here, found by running them.
 - ``ceilings``: the card's speed of light, from its datasheet and measured here.
 - ``profiles``: sizes chosen from the hardware, one table per chapter.

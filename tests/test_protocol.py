@@ -1,0 +1,192 @@
+"""The measuring protocol on the CPU: the interval, the stopping rule, interleaving, ratios, the host-bound flag."""
+
+import contextlib
+import random
+import time
+
+import pytest
+
+from helpers import busy, intervals, protocol
+from helpers.errors import WorkbookError
+from helpers.protocol import Protocol, Variant
+
+
+def fake_timer(durations: list[float]):
+    """A timer that reads the duration the callable itself reports (simulated time: instant, deterministic)."""
+
+    def timer(fn):
+        fn()
+        ms = durations[-1]
+        return lambda: ms
+
+    return timer
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_median_interval_uses_the_binomial_order_statistics():
+    """The ranks of the textbook tables: n = 20 -> 6th and 15th, n = 100 -> 40th and 61st; n < 6 has none at 95%."""
+    assert intervals.median_ci(range(1, 21)) == (6, 15)
+    assert intervals.median_ci(range(1, 101)) == (40, 61)
+    assert intervals.median_ci([3, 1, 2]) == (1, 3) and intervals.min_samples(0.95) == 6
+    assert intervals.median_ci(list(range(3000)))[0] > 1400, "large n: no float overflow, a narrow interval"
+
+
+def test_median_interval_covers_the_median_at_least_as_often_as_it_says():
+    """Skewed (exponential) samples, whose median is ln 2: the interval holds it in >= 95% of 2000 draws."""
+    rng = random.Random(1)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = intervals.median_ci([rng.expovariate(1.0) for _ in range(25)])
+        hits += lo <= 0.6931 <= hi
+    assert hits / 2000 >= 0.94
+
+
+def test_ratio_of_medians_carries_its_interval():
+    rng = random.Random(0)
+    slow = [rng.gauss(20, 0.2) for _ in range(30)]
+    fast = [rng.gauss(10, 0.1) for _ in range(30)]
+    r = intervals.ratio(slow, fast)
+    assert r.value == pytest.approx(2.0, rel=0.01) and r.ci_low < r.value < r.ci_high and r.contains(2.0)
+    assert r.ci_high - r.ci_low < 0.05
+    same = intervals.ratio(fast, list(fast))
+    assert same.contains(1.0), "one set against itself: the interval holds 1"
+    assert set(r.columns("speedup")) == {"speedup", "speedup_ci_low", "speedup_ci_high"}
+    memory = intervals.ratio([12.96], [17.8])
+    assert memory.ci_low == memory.value == memory.ci_high, "one value each (a memory peak): no spread"
+
+
+# --------------------------------------------------------------------------- the stopping rule
+
+
+def test_a_quiet_callable_stops_as_soon_as_the_interval_is_reached():
+    rng, durations = random.Random(0), []
+    s = protocol.measure(
+        lambda: durations.append(rng.gauss(10, 0.05)),
+        Protocol(warmup=1, min_reps=6, max_reps=500, target_ci=0.02),
+        timer=fake_timer(durations),
+        busy=None,
+        device="cpu",
+    )
+    assert s.stopped_by == "ci" and s.ci_reached and len(s.samples_ms) == 6
+    lo, hi = s.ci_ms
+    assert lo <= s.median_ms <= hi and (hi - lo) / s.median_ms < 0.04
+    summary = s.summary("latency")
+    assert {
+        "latency_ms",
+        "latency_p10_ms",
+        "latency_p90_ms",
+        "latency_ci_low_ms",
+        "latency_ci_high_ms",
+    } <= set(summary)
+    assert summary["n"] == 6 and summary["ci_reached"] is True
+
+
+def test_a_noisy_callable_stops_at_the_budget_and_says_so():
+    rng, durations = random.Random(0), []
+
+    def noisy():
+        time.sleep(0.002)
+        durations.append(rng.lognormvariate(0, 1.0))
+
+    t0 = time.perf_counter()
+    s = protocol.measure(
+        noisy,
+        Protocol(warmup=0, min_reps=6, max_reps=100_000, budget_s=0.3),
+        timer=fake_timer(durations),
+        busy=None,
+    )
+    assert s.stopped_by == "budget" and not s.ci_reached
+    assert 0.3 <= time.perf_counter() - t0 < 2 and len(s.samples_ms) >= 6
+    assert len(s.samples_ms) == len(durations), "every sample kept"
+    capped = protocol.measure(
+        noisy, Protocol(warmup=0, min_reps=6, max_reps=10), timer=fake_timer(durations), busy=None
+    )
+    assert capped.stopped_by == "max_reps" and len(capped.samples_ms) == 10
+
+
+def test_protocol_refuses_settings_that_cannot_work():
+    with pytest.raises(WorkbookError, match="min_reps"):
+        Protocol(min_reps=10, max_reps=5)
+    with pytest.raises(WorkbookError, match="target_ci"):
+        Protocol(target_ci=0)
+    with pytest.raises(WorkbookError, match="variants"):
+        protocol.measure_interleaved({})
+
+
+# --------------------------------------------------------------------------- interleaving
+
+
+def test_interleaving_makes_drift_hit_every_variant_alike():
+    """Each call is slower than the last (a card heating up). Two identical variants measured one after the other
+    differ by the drift; interleaved, by less than one call's step."""
+    durations: list[float] = []
+
+    def drifting():
+        durations.append(10.0 + 0.1 * len(durations))
+
+    p = Protocol(warmup=2, min_reps=30, max_reps=30, target_ci=1e-9)
+    kw = dict(timer=fake_timer(durations), busy=None, device="cpu")
+    inter = protocol.measure_interleaved({"a": drifting, "b": drifting}, p, **kw)
+    gap = abs(inter["a"].median_ms / inter["b"].median_ms - 1)
+    durations.clear()
+    a, b = protocol.measure(drifting, p, **kw), protocol.measure(drifting, p, **kw)
+    assert gap < 0.01 and b.median_ms / a.median_ms - 1 > 0.1, (gap, a.median_ms, b.median_ms)
+
+
+def test_every_variant_is_warmed_before_any_is_timed_and_runs_in_its_context():
+    log = []
+
+    @contextlib.contextmanager
+    def pinned(name):
+        log.append(f"enter {name}")
+        yield
+
+    variants = {
+        k: Variant(
+            lambda k=k: log.append(f"call {k}"),
+            context=lambda k=k: pinned(k),
+            setup=lambda k=k: log.append(f"setup {k}"),
+        )
+        for k in ("x", "y")
+    }
+    out = protocol.measure_interleaved(
+        variants, Protocol(warmup=2, min_reps=2, max_reps=2), busy=None, device="cpu"
+    )
+    calls = [e for e in log if e.startswith("call")]
+    assert calls[:4] == ["call x", "call x", "call y", "call y"], "warm-up of each variant first"
+    assert calls[4:] == ["call x", "call y", "call y", "call x"], "then rounds, the order rotated"
+    assert log.count("enter x") == 4 and log.count("setup y") == 4, "context and setup around every call"
+    assert all(len(s.samples_ms) == 2 for s in out.values())
+
+
+# --------------------------------------------------------------------------- host-bound
+
+
+def test_host_bound_flag_on_a_deliberately_slow_host_step():
+    """A fake device timer: the callable reports how long its 'kernels' ran. One step spends 20 ms on the host for
+    2 ms of kernels (host-bound); the other is all kernel time."""
+    kernel_ms: list[float] = []
+
+    def slow_host():
+        time.sleep(0.02)
+        kernel_ms.append(2.0)
+
+    def busy_device():
+        time.sleep(0.01)
+        kernel_ms.append(10.0)
+
+    def meter(fn):
+        t0 = time.perf_counter()
+        fn()
+        return kernel_ms[-1], (time.perf_counter() - t0) * 1e3
+
+    p = Protocol(warmup=1, min_reps=3, max_reps=3)
+    out = protocol.measure_interleaved({"host": slow_host, "gpu": busy_device}, p, busy=meter, device="cpu")
+    assert out["host"].busy_share < 0.15 and out["host"].host_bound
+    assert out["gpu"].busy_share > 0.8 and not out["gpu"].host_bound
+    assert out["host"].flags()["host_bound"] is True
+    cpu = protocol.measure(busy_device, p, device="cpu")  # busy="auto": nothing to measure on a CPU
+    assert cpu.busy_share != cpu.busy_share and not cpu.host_bound
+    assert busy.union_ms([(0, 2), (1, 3), (5, 6)]) == 4
