@@ -21,6 +21,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``models``: load any model with any attention path and weight format, verified.
 - ``workload``: FLOPs, bytes and parameter counts; the share of the speed of light reached.
 - ``batches``: input batches (random ids, padded, packed), sizes checked at the door.
+- ``steps``: decode timed where it happens: a timestamp per generated token inside one generation.
 - ``checks``: one relative error; kernels and attention paths checked against each other.
 - ``measure``: a forward pass, a generation (prefill, decode), padded against packed layouts.
 - ``registry``: every result table by name: the chapter that writes it, its columns and metadata.

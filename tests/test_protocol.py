@@ -1,4 +1,5 @@
-"""The measuring protocol on the CPU: the interval, the stopping rule, interleaving, ratios, the host-bound flag."""
+"""The measuring protocol on the CPU: the interval, the stopping rule, interleaving, ratios, the host-bound flag,
+per-token decode timing."""
 
 import contextlib
 import random
@@ -6,7 +7,8 @@ import time
 
 import pytest
 
-from helpers import busy, intervals, protocol
+from helpers import busy, intervals, measure, protocol, steps
+from helpers.batches import make_batch
 from helpers.errors import WorkbookError
 from helpers.protocol import Protocol, Variant
 
@@ -190,3 +192,39 @@ def test_host_bound_flag_on_a_deliberately_slow_host_step():
     cpu = protocol.measure(busy_device, p, device="cpu")  # busy="auto": nothing to measure on a CPU
     assert cpu.busy_share != cpu.busy_share and not cpu.host_bound
     assert busy.union_ms([(0, 2), (1, 3), (5, 6)]) == 4
+
+
+# --------------------------------------------------------------------------- per-token decode timing
+
+QUICK = Protocol(warmup=1, min_reps=2, max_reps=2)
+
+
+def test_per_token_stamps_sum_to_the_generation_and_count_its_steps(tiny):
+    run = steps.generate_run(tiny, make_batch(tiny, 1, 16), 8)
+    run()  # warm
+    fn = steps.timed(run, "cpu")
+    t0 = time.perf_counter()
+    read = fn()
+    wall = (time.perf_counter() - t0) * 1e3
+    got = read()
+    assert len(got["decode"]) == 7 and len(got["prefill"]) == 1
+    total = sum(got["decode"]) + got["prefill"][0]
+    assert 0.8 * wall <= total <= wall, (total, wall)
+
+
+def test_generate_with_a_protocol_times_each_token_of_each_run(tiny):
+    row = measure.generate(tiny, 1, 16, 6, protocol=QUICK)
+    assert row["timing"] == "per-token" and row["reps"] == row["runs"] == 2 and row["n"] == 2 * 5
+    assert row["decode_tok_s_ci_low"] <= row["decode_tok_s"] <= row["decode_tok_s_ci_high"]
+    assert row["prefill_ci_low_ms"] <= row["prefill_ms"] <= row["prefill_ci_high_ms"]
+    assert row["decode_ms_per_token"] == row["decode_step_ms"] and row["stopped_by"] == "max_reps"
+    assert row["busy_share"] != row["busy_share"] and row["host_bound"] is False, "a CPU has no busy share"
+
+
+def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
+    rows = measure.forwards(tiny, ["eager", "sdpa"], 1, 32, protocol=QUICK)
+    assert [r["attention"] for r in rows] == ["eager", "sdpa"] and tiny.request.attention == "sdpa"
+    for r in rows:
+        assert r["latency_ci_low_ms"] <= r["latency_ms"] <= r["latency_ci_high_ms"] and r["n"] == 2
+    one = measure.forward(tiny, 1, 32, protocol=QUICK)
+    assert one["attention"] == "sdpa" and {"ci_reached", "host_bound", "busy_share"} <= set(one)
