@@ -35,7 +35,8 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``fastpath``: PyTorch's nested-tensor encoder fast path (what BetterTransformer ran).
 - ``quant``: bitsandbytes opened up: where the bytes go, LLM.int8() by hand.
 - ``placement``: memory budgets, where ``device_map`` put each layer, several GPUs.
-- ``speed``: decode modes against the speed of light, the roofline.
+- ``roofline``: the decode ceiling over batch sizes; every technique's share of the speed of light.
+- ``speed``: decode modes against the speed of light (interleaved by the protocol), the roofline.
 - ``recommend``: the Pareto front and a recommender over measured tables.
 - ``training``: LoRA training on the workbook's own prose, padded or packed.
 """

@@ -1,13 +1,14 @@
 """The measuring protocol on the CPU: the interval, the stopping rule, interleaving, ratios, the host-bound flag,
-per-token decode timing."""
+per-token decode timing and the reproduction command end to end."""
 
 import contextlib
 import random
 import time
 
 import pytest
+import torch
 
-from helpers import busy, intervals, measure, protocol, steps
+from helpers import busy, intervals, measure, protocol, speed, steps
 from helpers.batches import make_batch
 from helpers.errors import WorkbookError
 from helpers.protocol import Protocol, Variant
@@ -219,6 +220,24 @@ def test_generate_with_a_protocol_times_each_token_of_each_run(tiny):
     assert row["prefill_ci_low_ms"] <= row["prefill_ms"] <= row["prefill_ci_high_ms"]
     assert row["decode_ms_per_token"] == row["decode_step_ms"] and row["stopped_by"] == "max_reps"
     assert row["busy_share"] != row["busy_share"] and row["host_bound"] is False, "a CPU has no busy share"
+
+
+def test_own_loop_stamps_each_token(tiny):
+    loop = speed.GreedyLoop(tiny, 1, 16, 6)
+    loop.step = loop.model  # the eager model: the stamps, not compilation, are under test
+    read = steps.timed(lambda stamps: loop(6, stamp=stamps), "cpu")()
+    assert len(read()["decode"]) == 5
+    torch._dynamo.reset()
+
+
+def test_decode_modes_are_interleaved_and_compile_time_only_where_something_compiles(tiny):
+    rows = speed.decode_modes(tiny, ["dynamic", "static"], prompt_len=16, new_tokens=4, protocol=QUICK)
+    assert [r["mode"] for r in rows] == ["dynamic", "static"]
+    for r in rows:
+        assert r["first_call_s"] > 0 and r["compile_s"] != r["compile_s"], (
+            "nothing compiles: NaN, not a number"
+        )
+        assert r["n"] == 2 * 3 and r["decode_tok_s"] > 0
 
 
 def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
