@@ -2,16 +2,21 @@
 per-token decode timing and the reproduction command end to end."""
 
 import contextlib
+import json
 import random
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import busy, intervals, measure, protocol, speed, steps
+from helpers import busy, hardware, intervals, measure, protocol, results, speed, steps
 from helpers.batches import make_batch
 from helpers.errors import WorkbookError
 from helpers.protocol import Protocol, Variant
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fake_timer(durations: list[float]):
@@ -247,3 +252,69 @@ def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
         assert r["latency_ci_low_ms"] <= r["latency_ms"] <= r["latency_ci_high_ms"] and r["n"] == 2
     one = measure.forward(tiny, 1, 32, protocol=QUICK)
     assert one["attention"] == "sdpa" and {"ci_reached", "host_bound", "busy_share"} <= set(one)
+
+
+# --------------------------------------------------------------------------- environment and reproduction
+
+
+def test_every_results_file_records_the_host():
+    info = hardware.host_info()
+    assert info["cpu_model"] and info["cpu_cores"] >= 1
+    if not torch.cuda.is_available():
+        assert info["driver_version"] is None and info["sm_clock_mhz"] is None
+    import pandas as pd
+
+    path = results.save(pd.DataFrame({"key": ["a"], "value": [1]}), "helpers_exercise_environment")
+    assert json.loads(path.with_suffix(".json").read_text())["host"] == json.loads(json.dumps(info))
+
+
+def test_reproduce_judges_only_gpu_bound_figures_of_the_same_card():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reproduce
+
+    row = {"status": "ok", "latency_ms": 103.0, "host_bound": False, "busy_share": 0.97}
+    stored = (100.0, 98.0, 104.0)
+    fig = reproduce.figure("f", "t", "latency_ms", row, stored, (101.0, 105.0), True)
+    assert fig["verdict"] == "reproduced" and fig["inside_stored"] and fig["drift"] == pytest.approx(0.03)
+    assert (
+        reproduce.figure("f", "t", "latency_ms", {**row, "latency_ms": 110.0}, stored, (0, 0), True)[
+            "verdict"
+        ]
+        == "drifted"
+    )
+    host = reproduce.figure("f", "t", "latency_ms", {**row, "host_bound": True}, stored, (0, 0), True)
+    assert host["verdict"].startswith("host-bound") and not host["compared"]
+    assert (
+        reproduce.figure("f", "t", "latency_ms", row, stored, (0, 0), False)["verdict"]
+        == "other card: not judged"
+    )
+    assert reproduce.figure("f", "t", "latency_ms", row, None, (0, 0), True)["verdict"] == "no stored value"
+
+
+def test_reproduce_runs_end_to_end_on_the_cpu():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reproduce
+
+    t0 = time.perf_counter()
+    path = reproduce.main(["--profile", "cpu"])
+    wall = time.perf_counter() - t0
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    assert path.name.startswith("reproduce_") and path.parent.name == hardware.card_slug()
+    assert {
+        "figure",
+        "stored",
+        "new",
+        "new_ci_low",
+        "new_ci_high",
+        "drift",
+        "inside_stored",
+        "host_bound",
+    } <= set(df)
+    assert df.figure.str.startswith("forward").sum() == 5 and df.figure.str.startswith("decode").sum() == 4
+    ok = df[~df.verdict.str.startswith("not run")]
+    assert (ok.new > 0).all() and (ok.new_ci_low <= ok.new).all() and (ok.new <= ok.new_ci_high).all()
+    meta = results.meta(path.stem)
+    assert meta["protocol"]["target_ci"] == 0.02 and "host" in meta
+    print(f"reproduce on the CPU: {wall:.0f} s")
