@@ -39,14 +39,20 @@ def call_row(
     warmup: int = 2,
     reps: int = 10,
     context=None,
+    protocol: Protocol | None = None,
 ) -> dict:
-    """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders)."""
-    timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
+    """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders);
+    with ``protocol``, measured by it (its columns added)."""
+    if protocol is not None:
+        timing = measure_interleaved({"": Variant(fn, context)}, protocol, device=device)[""]
+    else:
+        timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
     mem = peak_memory(fn, device=device, context=context)
     return {
         **timing.summary("latency"),
         "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
         **mem.summary(),
+        **(timing.flags() if protocol is not None else {}),
     }
 
 

@@ -252,6 +252,8 @@ def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
         assert r["latency_ci_low_ms"] <= r["latency_ms"] <= r["latency_ci_high_ms"] and r["n"] == 2
     one = measure.forward(tiny, 1, 32, protocol=QUICK)
     assert one["attention"] == "sdpa" and {"ci_reached", "host_bound", "busy_share"} <= set(one)
+    any_call = measure.call_row(lambda: time.sleep(0.001), real_tokens=10, device="cpu", protocol=QUICK)
+    assert any_call["n"] == 2 and "latency_ci_high_ms" in any_call and "host_bound" in any_call
 
 
 # --------------------------------------------------------------------------- environment and reproduction
