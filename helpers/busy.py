@@ -1,4 +1,4 @@
-"""How busy the GPU was during a timed call: kernel time over wall time, and the host-bound flag (notebook 07).
+"""How busy the GPU was during a timed call: kernel time over wall time, and the host-bound flag (``protocol``).
 
 A batch-1 decode step in eager PyTorch launches hundreds of small kernels; when Python and the launches take longer
 than the kernels run, the GPU waits and the figure ranks the host (its CPU, its clocks, its Python), not the card.

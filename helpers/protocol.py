@@ -1,5 +1,6 @@
 """One measuring protocol for every figure: warm-up, interleaved variants, repeat until the median is known to
-±2% or a time budget is spent, every sample kept, every figure with its interval (notebook 00 shows it).
+±2% or a time budget is spent, every sample kept, every figure with its interval. ``measure`` and ``speed`` take it
+as ``protocol=``; ``tools/reproduce.py`` measures every headline figure by it.
 
 - Warm-up: ``warmup`` untimed calls of every variant before any is timed (kernel selection, caches, compilation and
   lazy initialisation stay out of the numbers). Every measurement starts with them, so a fresh load is warmed.
@@ -81,6 +82,7 @@ class Samples(Timing):
     elapsed_s: float = math.nan
 
     def units(self) -> list[float]:
+        """The independent values: one per call (the call's median when it gave several samples)."""
         if not self.calls or len(set(self.calls)) == len(self.calls):
             return list(self.samples_ms)
         by: dict[int, list[float]] = {}

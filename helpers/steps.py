@@ -8,7 +8,8 @@ stamps cost no synchronisation) or a ``perf_counter`` reading on the CPU. From o
 - ``decode``: ``n - 1`` samples, the time from one token's logits to the next (one decode step each: choosing the
   token, the cache update, the forward pass), no subtraction of two runs' medians.
 
-``generate_timed`` measures a generation by ``protocol`` this way and returns one row (notebooks 03, 04, 05, 07).
+``generate_timed`` measures a generation by ``protocol`` this way and returns one row; the generations of notebooks 03,
+04, 05 and 07 get it through ``measure.generate(..., protocol=...)`` and ``speed.decode_modes``.
 """
 
 from __future__ import annotations
