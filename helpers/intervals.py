@@ -4,6 +4,7 @@ assumed) and of a ratio of two medians (percentile bootstrap). ``protocol`` puts
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,10 +66,10 @@ def ratio(
 
     The interval is a percentile bootstrap: both sample sets resampled with replacement ``resamples`` times, the
     ratio of the resampled medians each time, its ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
-    quantiles. ``Samples`` are resampled by call (a generation's steps as one median: see ``Samples.units``); one
-    value on either side (a memory peak) is resampled as itself."""
-    a = np.asarray(numerator.units() if hasattr(numerator, "units") else numerator, dtype=float)
-    b = np.asarray(denominator.units() if hasattr(denominator, "units") else denominator, dtype=float)
+    quantiles. Either side: ``Samples`` (resampled by call: a generation's steps as one median, see
+    ``Samples.units``), a row's ``*_samples_ms`` JSON text, or plain values; one value on either side (a memory
+    peak) is resampled as itself."""
+    a, b = _values(numerator), _values(denominator)
     if not (a.size and b.size):
         return Ratio(math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -76,3 +77,11 @@ def ratio(
     rb = np.median(rng.choice(b, (resamples, b.size)), axis=1)
     lo, hi = np.quantile(ra / rb, [(1 - confidence) / 2, (1 + confidence) / 2])
     return Ratio(float(np.median(a) / np.median(b)), float(lo), float(hi))
+
+
+def _values(x) -> np.ndarray:
+    if hasattr(x, "units"):
+        x = x.units()
+    elif isinstance(x, str):
+        x = json.loads(x)
+    return np.asarray(x, dtype=float).reshape(-1)

@@ -22,6 +22,7 @@ as ``protocol=``; ``tools/reproduce.py`` measures every headline figure by it.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import statistics
 import time
@@ -126,12 +127,14 @@ class Samples(Timing):
         )
 
     def summary(self, prefix: str = "latency", main: bool = True) -> dict:
-        """``Timing.summary``'s columns plus ``{prefix}_ci_low_ms``/``_ci_high_ms``; with ``main`` also ``n``
-        and ``ci_reached`` (else ``{prefix}_n``, ``{prefix}_ci_reached``)."""
+        """``Timing.summary``'s columns plus ``{prefix}_ci_low_ms``/``_ci_high_ms``, ``{prefix}_samples_ms`` (the
+        values the median is taken over, as JSON: what ``ratio`` reads from a row); with ``main`` also ``n`` and
+        ``ci_reached`` (else ``{prefix}_n``, ``{prefix}_ci_reached``)."""
         lo, hi = self.ci_ms
         tag = "" if main else f"{prefix}_"
         out = super().summary(prefix)
         out.update({f"{prefix}_ci_low_ms": lo, f"{prefix}_ci_high_ms": hi})
+        out[f"{prefix}_samples_ms"] = json.dumps([round(v, 4) for v in self.units()])  # kept, for ``ratio``
         out.update({f"{tag}n": len(self.samples_ms), f"{tag}ci_reached": self.ci_reached})
         if not main:
             out.pop("reps")

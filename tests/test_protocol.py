@@ -250,6 +250,8 @@ def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
     assert [r["attention"] for r in rows] == ["eager", "sdpa"] and tiny.request.attention == "sdpa"
     for r in rows:
         assert r["latency_ci_low_ms"] <= r["latency_ms"] <= r["latency_ci_high_ms"] and r["n"] == 2
+    speedup = intervals.ratio(rows[0]["latency_samples_ms"], rows[1]["latency_samples_ms"])
+    assert speedup.ci_low <= speedup.value <= speedup.ci_high, "a ratio's interval from two saved rows"
     one = measure.forward(tiny, 1, 32, protocol=QUICK)
     assert one["attention"] == "sdpa" and {"ci_reached", "host_bound", "busy_share"} <= set(one)
     any_call = measure.call_row(lambda: time.sleep(0.001), real_tokens=10, device="cpu", protocol=QUICK)

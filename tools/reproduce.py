@@ -172,6 +172,9 @@ def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
         "compared": verdict in ("reproduced", "drifted"),
         "verdict": verdict,
         "error": row.get("error", ""),
+        "samples_ms": row.get(
+            "latency_samples_ms", row.get("decode_step_samples_ms", "")
+        ),  # every sample kept
     }
 
 
