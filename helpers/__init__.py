@@ -7,6 +7,10 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``variants``: the names of attention paths and weight formats, defined once.
 - ``hardware``: the device, the card's name and memory, versions, freeing memory.
 - ``timing``: CUDA-event and perf_counter timers, allocator peaks.
+- ``intervals``: confidence intervals of a median (order statistics) and of a ratio of medians (bootstrap).
+- ``busy``: the GPU's busy share of a timed call (kernel time / wall time) and the host-bound flag.
+- ``protocol``: the one measuring protocol: warm-up, interleaved variants, repeat until the median is known to
+  ±2% or a time budget is spent; every figure with its interval.
 - ``probes``: which attention paths and bitsandbytes modes run here, found by running them.
 - ``ceilings``: the card's speed of light, from its datasheet and measured here.
 - ``profiles``: sizes chosen from the hardware, one table per chapter.
@@ -17,6 +21,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``models``: load any model with any attention path and weight format, verified.
 - ``workload``: FLOPs, bytes and parameter counts; the share of the speed of light reached.
 - ``batches``: input batches (random ids, padded, packed), sizes checked at the door.
+- ``steps``: decode timed where it happens: a timestamp per generated token inside one generation.
 - ``checks``: one relative error; kernels and attention paths checked against each other.
 - ``measure``: a forward pass, a generation (prefill, decode), padded against packed layouts.
 - ``registry``: every result table by name: the chapter that writes it, its columns and metadata.
@@ -30,7 +35,8 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``fastpath``: PyTorch's nested-tensor encoder fast path (what BetterTransformer ran).
 - ``quant``: bitsandbytes opened up: where the bytes go, LLM.int8() by hand.
 - ``placement``: memory budgets, where ``device_map`` put each layer, several GPUs.
-- ``speed``: decode modes against the speed of light, the roofline.
+- ``roofline``: the decode ceiling over batch sizes; every technique's share of the speed of light.
+- ``speed``: decode modes against the speed of light (interleaved by the protocol), the roofline.
 - ``recommend``: the Pareto front and a recommender over measured tables.
 - ``training``: LoRA training on the workbook's own prose, padded or packed.
 """

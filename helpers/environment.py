@@ -16,7 +16,7 @@ import torch
 from . import profiles, variants
 from .ceilings import SpeedOfLight, speed_of_light
 from .errors import WorkbookError
-from .hardware import DeviceInfo, device, device_info, versions
+from .hardware import DeviceInfo, device, device_info, host_info, versions
 from .probes import attention_support, flash_path, quantization_support
 from .profiles import Profile
 
@@ -30,9 +30,11 @@ class EnvironmentReport:
     attention: pd.DataFrame
     quantization: pd.DataFrame
     speed_of_light: SpeedOfLight
+    host: dict = field(default_factory=host_info)  # CPU model and cores, driver, clocks at start
 
     def to_frame(self) -> pd.DataFrame:
         rows = {f"device.{k}": v for k, v in asdict(self.device).items()}
+        rows.update({f"host.{k}": v for k, v in self.host.items()})
         rows.update({f"version.{k}": v for k, v in self.versions.items()})
         sol = self.speed_of_light
         rows.update(
@@ -90,6 +92,9 @@ SHARED = (
 REPORT_ROWS = [
     "device.name",
     "device.memory_gib",
+    "host.cpu_model",
+    "host.driver_version",
+    "host.sm_clock_mhz",
     "version.torch",
     "version.transformers",
     "version.bitsandbytes",

@@ -5,11 +5,15 @@ The lowest layer of the helpers: it imports nothing else from the workbook but `
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -92,6 +96,66 @@ def device_info() -> DeviceInfo:
             cores,
         )
     return DeviceInfo("cpu", f"CPU ({cpu}, {cores} cores)", 0, None, None, True, cpu, cores)
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``'s "model name"; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_SMI_FIELDS = {
+    "driver_version": "driver_version",
+    "clocks.sm": "sm_clock_mhz",
+    "clocks.mem": "mem_clock_mhz",
+    "clocks.max.sm": "sm_clock_max_mhz",
+}
+
+
+def _nvidia_smi() -> dict:
+    """The first GPU's driver version and clocks from ``nvidia-smi`` (empty when it is missing or fails)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    query = ",".join(_SMI_FIELDS)
+    try:
+        out = subprocess.run(
+            [exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    values = [v.strip() for v in out.split(",")]
+    return {k: (v if k == "driver_version" else _number(v)) for k, v in zip(_SMI_FIELDS.values(), values)}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]" on cards that do not report a clock
+        return None
+
+
+@functools.cache
+def host_info() -> dict:
+    """The host beside the card, read once per process ("at start"): CPU model and cores, and on a machine with
+    an NVIDIA GPU the driver version and the SM and memory clocks in MHz (from ``nvidia-smi``; None on a CPU).
+
+    Batch-1 decode in eager PyTorch is paced by this CPU (see ``busy``), so a figure is only comparable with the
+    host it was measured on; clocks below their maximum at start mean a throttled or power-capped card."""
+    info = {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count() or 1}
+    info.update(dict.fromkeys(_SMI_FIELDS.values()))
+    if torch.cuda.is_available():
+        info.update(_nvidia_smi())
+    return info
 
 
 def card_slug(info: DeviceInfo | None = None) -> str:

@@ -4,6 +4,10 @@ Each returns one row (a dict, units in the column names) built from ``timing`` (
 ``workload`` (FLOPs, bytes, speed-of-light shares). How the numbers are taken: see ``timing``.
 - Generation: ``min_new_tokens == max_new_tokens`` so every run makes the same number of tokens;
   prefill is a generate of one token (time to first token); decode is the rest.
+- With ``protocol=`` (a ``protocol.Protocol``), the workbook's one measuring protocol instead: warm-up, repeats
+  until the median's interval is within ±2% (or a time budget), CI columns, busy share and ``host_bound``; a
+  generation is then timed per token inside one run (``steps.generate_timed``), and ``forwards`` times several
+  attention paths interleaved.
 - Speed of light: achieved TFLOP/s (prefill, forward) and GB/s (decode: weight + KV-cache bytes
   per token) against the card's ceilings from ``ceilings.speed_of_light``.
 """
@@ -21,6 +25,8 @@ from .checks import relative_error
 from .errors import WorkbookError
 from .hardware import device_info
 from .models import Loaded
+from .protocol import Protocol, Variant, measure_interleaved
+from .steps import generate_timed
 from .timing import MemoryPeak, Timing, peak_memory, time_callable
 from .workload import against_sol, decode_step_bytes, forward_flops, kv_cache_bytes, weight_bytes
 
@@ -33,14 +39,20 @@ def call_row(
     warmup: int = 2,
     reps: int = 10,
     context=None,
+    protocol: Protocol | None = None,
 ) -> dict:
-    """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders)."""
-    timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
+    """Latency statistics, memory peaks and real tokens per second of any callable (notebook 02's encoders);
+    with ``protocol``, measured by it (its columns added)."""
+    if protocol is not None:
+        timing = measure_interleaved({"": Variant(fn, context)}, protocol, device=device)[""]
+    else:
+        timing = time_callable(fn, device=device, warmup=warmup, reps=reps, context=context)
     mem = peak_memory(fn, device=device, context=context)
     return {
         **timing.summary("latency"),
         "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
         **mem.summary(),
+        **(timing.flags() if protocol is not None else {}),
     }
 
 
@@ -54,21 +66,38 @@ def forward(
     reps: int = 10,
     sol: SpeedOfLight | None = None,
     beyond_positions: bool = False,
+    protocol: Protocol | None = None,
 ) -> dict:
     """One forward pass (no KV cache) over a (batch_size, seq_len) batch: latency, memory, TFLOP/s.
 
     This is the workload of the 2023 guide's speed-up figures (notebook 01). ``beyond_positions``: allow a
-    length past the model's trained positions (see ``batches.check_length``).
+    length past the model's trained positions (see ``batches.check_length``). ``protocol``: measure by it
+    (``warmup``/``reps`` are then the protocol's) and add its columns.
     """
+    if protocol is not None:
+        kw = dict(protocol=protocol, pad_fraction=pad_fraction, sol=sol, beyond_positions=beyond_positions)
+        return forwards(loaded, [loaded.request.attention], batch_size, seq_len, **kw)[0]
+    fn = _forward_fn(loaded, batch_size, seq_len, pad_fraction, beyond_positions)
+    dev = loaded.device
+    timing = time_callable(fn, device=dev, warmup=warmup, reps=reps, context=loaded.context)
+    return _forward_row(loaded, fn, timing, sol)
+
+
+def _forward_fn(loaded, batch_size, seq_len, pad_fraction=0.0, beyond_positions=False):
     batch = make_batch(loaded, batch_size, seq_len, pad_fraction, beyond_positions=beyond_positions)
 
     def fn():
         with torch.inference_mode():
             return loaded.model(**batch, use_cache=False)
 
-    dev = loaded.device
-    timing = time_callable(fn, device=dev, warmup=warmup, reps=reps, context=loaded.context)
-    mem = peak_memory(fn, device=dev, context=loaded.context)
+    fn.batch, fn.pad_fraction = batch, pad_fraction
+    return fn
+
+
+def _forward_row(loaded, fn, timing: Timing, sol, extra: dict | None = None) -> dict:
+    batch = fn.batch
+    batch_size, seq_len = batch["input_ids"].shape
+    mem = peak_memory(fn, device=loaded.device, context=loaded.context)
     real_tokens = int(batch["attention_mask"].sum())
     flops = forward_flops(loaded.model, batch_size, seq_len)
     row = {
@@ -76,15 +105,49 @@ def forward(
         "device": device_info().name,
         "batch_size": batch_size,
         "seq_len": seq_len,
-        "pad_fraction": pad_fraction,
+        "pad_fraction": fn.pad_fraction,
         "tokens": real_tokens,
         **timing.summary("latency"),
         "tokens_per_s": real_tokens / (timing.median_ms / 1e3),
         "tflops": flops / (timing.median_ms / 1e3) / 1e12,
         **mem.summary(),
         "weights_gib": weight_bytes(loaded.model) / 2**30,
+        **(extra or {}),
     }
     return against_sol(row, sol)
+
+
+def forwards(
+    loaded: Loaded,
+    attentions: list[str],
+    batch_size: int,
+    seq_len: int,
+    *,
+    protocol: Protocol | None = None,
+    pad_fraction: float = 0.0,
+    sol: SpeedOfLight | None = None,
+    beyond_positions: bool = False,
+    busy="auto",
+) -> list[dict]:
+    """``forward`` for several attention paths of one model, timed interleaved by ``protocol`` (the model switches
+    path before each call, untimed, and back to its own after). Rows in the order of ``attentions``, each with
+    ``latency_ci_low_ms``/``_high_ms``, ``n``, ``ci_reached``, ``stopped_by``, ``busy_share``, ``host_bound``."""
+    fn = _forward_fn(loaded, batch_size, seq_len, pad_fraction, beyond_positions)
+    switch = len(attentions) > 1
+    variants = {
+        a: Variant(fn, loaded.context, setup=(lambda a=a: loaded.switch_attention(a)) if switch else None)
+        for a in attentions
+    }
+    before = loaded.request.attention
+    try:
+        samples = measure_interleaved(variants, protocol, device=loaded.device, busy=busy)
+        rows = []
+        for a in attentions:
+            loaded.switch_attention(a)
+            rows.append(_forward_row(loaded, fn, samples[a], sol, samples[a].flags()))
+    finally:
+        loaded.switch_attention(before)
+    return rows
 
 
 def generate(
@@ -97,13 +160,26 @@ def generate(
     reps: int = 3,
     pad_fraction: float = 0.0,
     sol: SpeedOfLight | None = None,
+    protocol: Protocol | None = None,
     **generate_kwargs,
 ) -> dict:
     """Greedy generation of exactly ``new_tokens`` tokens: prefill (time to first token) and decode.
 
     decode time = full generate - one-token generate; decode tok/s = batch * (new_tokens - 1) / that.
-    Achieved GB/s assumes each decode step reads every weight byte and the KV cache once.
+    Achieved GB/s: the bytes a decode step reads (``workload.decode_step_bytes``) and the KV cache, once a step.
+    ``protocol``: timed per token inside each generation instead (``steps.generate_timed``; no subtraction).
     """
+    if protocol is not None:
+        return generate_timed(
+            loaded,
+            batch_size,
+            prompt_len,
+            new_tokens,
+            protocol=protocol,
+            pad_fraction=pad_fraction,
+            sol=sol,
+            **generate_kwargs,
+        )
     if new_tokens < 2:
         raise WorkbookError(f"new_tokens={new_tokens}: no decode step to measure.", "Use new_tokens >= 2.")
     batch = make_batch(loaded, batch_size, prompt_len, pad_fraction)
@@ -153,7 +229,7 @@ def decode_row(
     decode_s = float("nan") if hidden else (full.median_ms - prefill.median_ms) / 1e3
     steps = new_tokens - 1
     avg_kv = kv_cache_bytes(loaded.model, batch_size, prompt_len + new_tokens // 2)
-    bytes_per_step = decode_step_bytes(loaded.model) + avg_kv
+    bytes_per_step = decode_step_bytes(loaded.model, batch_size) + avg_kv
     row = {
         **loaded.describe(),
         "device": device_info().name,

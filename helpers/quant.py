@@ -21,19 +21,9 @@ from torch import nn
 from . import models
 from .errors import WorkbookError
 from .hardware import device_info, free_memory
+from .workload import quant_state_bytes  # noqa: F401 - part of quant's API (notebook 03)
 
 GIB = 2**30
-
-
-def quant_state_bytes(qs) -> int:
-    """Bytes of a 4-bit ``QuantState``: block absmax (and, with double quantization, its own
-    constants: 8-bit absmax of the absmax, their fp32 scales, the offset) plus the 16-entry code."""
-    n = qs.absmax.numel() * qs.absmax.element_size() + qs.code.numel() * qs.code.element_size()
-    if getattr(qs, "nested", False):
-        s2 = qs.state2
-        n += s2.absmax.numel() * s2.absmax.element_size() + s2.code.numel() * s2.code.element_size()
-        n += qs.offset.numel() * qs.offset.element_size()
-    return int(n)
 
 
 def _kind(name: str, module: nn.Module, param_name: str) -> str:

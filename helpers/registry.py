@@ -7,6 +7,7 @@ found under ``results/<card>/`` always means what this file says. Notebooks that
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import WorkbookError
@@ -27,6 +28,7 @@ class Table:
     units: dict = field(default_factory=dict)
     meta: tuple[str, ...] = ("profile",)
     sol_label: str = ""
+    dated: bool = False  # saved as ``<name>_<YYYY-MM-DD>``, one file per run
 
 
 _FORWARD = {
@@ -249,13 +251,25 @@ TABLES: dict[str, Table] = {
             "helpers_exercise_forward", "tools", "forward pass per attention path", ("attention",), _FORWARD
         ),
         Table("helpers_exercise_generate", "tools", "bf16 generation", ("weights",), _GENERATE),
+        Table(
+            "reproduce",
+            "tools",
+            "the headline figures measured again by the protocol, against the stored run",
+            ("figure", "table", "metric"),
+            {"stored": "stored run", "new": "median now (protocol)", "drift": "new / stored - 1"},
+            ("profile", "stored_card", "protocol"),
+            dated=True,
+        ),
         Table("helpers_exercise_quant", "tools", "generation per bitsandbytes format", ("quant",), _GENERATE),
     ]
 }
 
 
 def table(name: str) -> Table:
-    """The registry entry of ``name``; an unknown name gets the list."""
+    """The registry entry of ``name`` (a dated table's ``<name>_<YYYY-MM-DD>`` too); an unknown name gets the list."""
+    base = re.sub(r"_\d{4}-\d{2}-\d{2}$", "", name)
+    if name not in TABLES and base in TABLES and TABLES[base].dated:
+        return TABLES[base]
     if name not in TABLES:
         raise WorkbookError(
             f"No result table is registered as {name!r}.",

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import registry
 from .errors import WorkbookError
-from .hardware import card_slug, device_info, versions
+from .hardware import card_slug, device_info, host_info, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,8 @@ def path_for(name: str, card: str | None = None, shipped: bool = False) -> Path:
 
 
 def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None = None) -> Path:
-    """Write ``df`` and a metadata file (card, versions, date, profile) beside it; return the CSV path.
+    """Write ``df`` and a metadata file (card, host CPU, driver and clocks, versions, date, profile) beside it;
+    return the CSV path.
 
     ``name`` must be registered (``registry.TABLES``) and ``df``/``meta`` must carry what the registry names."""
     registry.check(name, df.columns, meta or {})
@@ -43,6 +44,7 @@ def save(df: pd.DataFrame, name: str, card: str | None = None, meta: dict | None
     df.to_csv(path, index=False)
     info = {
         "card": device_info().__dict__,
+        "host": host_info(),
         "versions": versions(),
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "rows": len(df),

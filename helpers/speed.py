@@ -4,24 +4,25 @@
   cache, compilation switched off), ``compiled`` (static cache, and ``generate`` compiles its decode step with CUDA
   graphs) or ``compiled-loop`` (a greedy loop of your own around one compiled step, as gpt-fast does: no
   per-token work in Python beyond launching the graph), with the first call's time (compilation included) apart.
-- ``roofline``: the most tokens/s a card can decode at each batch size: bandwidth-bound (every weight byte and
-  the KV cache read once per step) until the arithmetic of the batch takes over.
+- ``roofline`` and ``sol_summary`` (from ``roofline``, kept here by name): the decode ceiling over batch sizes,
+  and every technique's best share of the speed of light.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-import pandas as pd
 import torch
 
-from . import measure, models, registry
+from . import measure, models, steps
 from .batches import make_batch
 from .ceilings import SpeedOfLight
 from .errors import WorkbookError
 from .hardware import sync
+from .protocol import Protocol
+from .roofline import roofline, sol_summary  # noqa: F401 - part of speed's API (notebook 07)
 from .timing import peak_memory, time_callable
-from .workload import count_params, decode_step_bytes, kv_cache_bytes
 
 MODES = ("dynamic", "static", "compiled", "compiled-loop")
 
@@ -45,6 +46,13 @@ class GreedyLoop:
 
     The prefill stays eager so that the cache is allocated outside the compiled region (transformers marks its
     tensors as static addresses there, which CUDA graphs need). ``loop(n)`` returns the ``n`` new tokens.
+
+    int8 layers break the graph inside every linear layer (bitsandbytes' outlier columns have a data-dependent
+    shape), and the part of each attention layer after the break is compiled once per layer, specialised on
+    ``self.layer_idx`` (seen with ``TORCH_LOGS=recompiles``: a 10-layer int8 model compiled that frame 10 times,
+    every other frame at most 3 times, once per weight shape). Dynamo's default limit of 8 compilations per frame
+    left the 24 later layers of a 32-layer model running that part eagerly; the loop raises the limit to the
+    number of layers plus 8 while it compiles and runs.
     """
 
     def __init__(self, loaded: models.Loaded, batch_size: int, prompt_len: int, max_new_tokens: int):
@@ -54,18 +62,25 @@ class GreedyLoop:
         self.batch = make_batch(loaded, batch_size, prompt_len)
         self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
         self.step = torch.compile(self.model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+        layers = getattr(self.model.config, "num_hidden_layers", 0) or 0
+        self.recompile_limit = max(torch._dynamo.config.recompile_limit, layers + 8)
         self.positions = [
             torch.full((batch_size, 1), prompt_len + i, dtype=torch.long, device=loaded.device)
             for i in range(max_new_tokens)
         ]
 
-    def __call__(self, new_tokens: int, forced: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, new_tokens: int, forced: torch.Tensor | None = None, stamp: Callable[[], object] | None = None
+    ) -> torch.Tensor:
         """The greedy choice at each of ``new_tokens`` steps. With ``forced`` (batch x new_tokens tokens), step ``i``
         is fed ``forced[:, i - 1]`` instead of its own previous choice (teacher forcing), so one early difference
-        does not change every later step."""
-        with torch.inference_mode(), self.loaded.context():
+        does not change every later step. ``stamp`` is called after each token's logits (``steps.Stamps``)."""
+        stamp = stamp or (lambda: None)
+        limit = torch._dynamo.config.patch(recompile_limit=self.recompile_limit)
+        with torch.inference_mode(), self.loaded.context(), limit:
             self.cache.reset()
             logits = self.model(**self.batch, past_key_values=self.cache, use_cache=True).logits
+            stamp()
             token = logits[:, -1:].argmax(-1)
             out = [token]
             for i, pos in enumerate(self.positions[: new_tokens - 1]):
@@ -79,9 +94,28 @@ class GreedyLoop:
                     cache_position=pos[0],
                     use_cache=True,
                 ).logits
+                stamp()
                 token = logits[:, -1:].argmax(-1)
                 out.append(token)
         return torch.cat(out, dim=1)
+
+
+def _agreement(loaded, loop: GreedyLoop, tokens, prompt_len: int, new_tokens: int) -> dict:
+    """The loop's tokens against ``generate``'s, running freely and teacher-forced (see ``decode``)."""
+    with torch.inference_mode(), loaded.context():
+        reference = loaded.model.generate(
+            **loop.batch,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=loaded.model.config.pad_token_id or 0,
+        )
+    reference = reference[:, prompt_len:].to(tokens.device)
+    forced = loop(new_tokens, forced=reference)
+    return {
+        "same_tokens_as_generate": float((tokens == reference).float().mean()),
+        "next_token_agreement": float((forced == reference).float().mean()),
+    }
 
 
 def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
@@ -95,25 +129,39 @@ def _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps) -> dict:
         prefill = time_callable(lambda: loop(1), device=dev, warmup=1, reps=reps)
         full = time_callable(lambda: loop(new_tokens), device=dev, warmup=1, reps=reps)
         mem = peak_memory(lambda: loop(new_tokens), device=dev)
-        with torch.inference_mode(), loaded.context():
-            reference = loaded.model.generate(
-                **loop.batch,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=loaded.model.config.pad_token_id or 0,
-            )
-        reference = reference[:, prompt_len:].to(tokens.device)
-        forced = loop(new_tokens, forced=reference)
+        agreement = _agreement(loaded, loop, tokens, prompt_len, new_tokens)
     finally:
         torch._dynamo.reset()
     row = measure.decode_row(loaded, batch_size, prompt_len, new_tokens, prefill, full, mem, sol=sol)
-    return {
-        **row,
-        "first_call_s": first,
-        "same_tokens_as_generate": float((tokens == reference).float().mean()),
-        "next_token_agreement": float((forced == reference).float().mean()),
-    }
+    return {**row, "first_call_s": first, **agreement}
+
+
+def _generate_kwargs(loaded: models.Loaded, mode: str) -> tuple[dict, str]:
+    """``generate``'s keywords for a mode and what compiles it (``compiled``: refused where it does not)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: choose one of {MODES}")
+    kwargs = {"cache_implementation": "static"} if mode in ("static", "compiled") else {}
+    if mode == "static":
+        kwargs["disable_compile"] = True
+    if mode == "compiled":
+        why_not = generate_compiles(loaded)
+        if why_not:
+            raise WorkbookError(
+                f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model."
+            )
+    return kwargs, {"compiled": "generate", "compiled-loop": "torch.compile"}.get(mode, "")
+
+
+def _compile_s(mode: str, first_s: float, total_ms: float) -> float:
+    """What the first call took beyond a warm one, for the modes that compile; NaN for those that do not
+    (their first call's extra time is lazy initialisation, not compilation: ``first_call_s`` keeps it)."""
+    return max(first_s - total_ms / 1e3, 0.0) if mode in ("compiled", "compiled-loop") else float("nan")
+
+
+def _forget_compiled(loaded: models.Loaded) -> None:
+    torch._dynamo.reset()
+    if hasattr(loaded.model, "_compiled_call"):
+        del loaded.model._compiled_call
 
 
 def decode(
@@ -125,8 +173,10 @@ def decode(
     new_tokens: int,
     sol: SpeedOfLight | None = None,
     reps: int = 3,
+    protocol: Protocol | None = None,
 ) -> dict:
-    """Greedy decode in mode ``mode`` (see ``MODES``), measured as ``measure.generate`` does.
+    """Greedy decode in mode ``mode`` (see ``MODES``), measured as ``measure.generate`` does (with ``protocol``:
+    per token, as ``decode_modes`` does).
 
     ``compiled`` is transformers' own path: ``generate`` with a static cache compiles the decode step itself where
     it supports it (``generate_compiles`` says why not otherwise: the row is then ``unsupported``).
@@ -135,122 +185,88 @@ def decode(
     round differently, and after one different choice the two texts part for good), ``next_token_agreement`` the
     share of equal choices when the loop is fed ``generate``'s tokens (teacher forcing): near 1 when only rounding
     differs, near 0 for a broken loop.
-    ``first_call_s`` is the first call, compilation included; ``compile_s`` what it took beyond a warm call.
+    ``first_call_s`` is the first call, compilation included; ``compile_s`` what it took beyond a warm call, for
+    the modes that compile (NaN for ``dynamic`` and ``static``).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: choose one of {MODES}")
+    if protocol is not None:
+        return decode_modes(
+            loaded,
+            [mode],
+            batch_size=batch_size,
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            sol=sol,
+            protocol=protocol,
+        )[0]
+    kwargs, compiled_by = _generate_kwargs(loaded, mode)
     if mode == "compiled-loop":
         row = _loop_row(loaded, batch_size, prompt_len, new_tokens, sol, reps)
-        return {
-            "mode": mode,
-            "compiled_by": "torch.compile",
-            **row,
-            "compile_s": max(row["first_call_s"] - row["total_ms"] / 1e3, 0.0),
-        }
-    kwargs, compiled_by = {}, ""
-    if mode in ("static", "compiled"):
-        kwargs["cache_implementation"] = "static"
-    if mode == "static":
-        kwargs["disable_compile"] = True
-    if mode == "compiled":
-        why_not = generate_compiles(loaded)
-        if why_not:
-            raise WorkbookError(
-                f"mode 'compiled': {why_not}.", "Use mode 'compiled-loop', which compiles any model."
+    else:
+        run = steps.generate_run(loaded, make_batch(loaded, batch_size, prompt_len), new_tokens, **kwargs)
+        try:
+            t0 = time.perf_counter()
+            with loaded.context():
+                run()
+            sync(loaded.device)
+            first = time.perf_counter() - t0
+            row = measure.generate(
+                loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs
             )
-        compiled_by = "generate"
-    batch = make_batch(loaded, batch_size, prompt_len)
-    pad = loaded.model.config.pad_token_id
-    try:
-        t0 = time.perf_counter()
-        with torch.inference_mode(), loaded.context():
-            loaded.model.generate(
-                **batch,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=pad if pad is not None else 0,
-                **kwargs,
-            )
-        sync(loaded.device)
-        first = time.perf_counter() - t0
-        row = measure.generate(
-            loaded, batch_size, prompt_len, new_tokens, warmup=1, reps=reps, sol=sol, **kwargs
-        )
-    finally:
-        if mode == "compiled":
-            torch._dynamo.reset()
-            if hasattr(loaded.model, "_compiled_call"):
-                del loaded.model._compiled_call
+        finally:
+            if mode == "compiled":
+                _forget_compiled(loaded)
+        row["first_call_s"] = first
     return {
         "mode": mode,
         "compiled_by": compiled_by,
         **row,
-        "first_call_s": first,
-        "compile_s": max(first - row["total_ms"] / 1e3, 0.0),
+        "compile_s": _compile_s(mode, row["first_call_s"], row["total_ms"]),
     }
 
 
-def roofline(model, batches, *, context_len: int, gbs: float, tflops: float) -> pd.DataFrame:
-    """The decode ceiling at each batch size: ``min(bandwidth bound, compute bound)`` in tokens/s.
-
-    Bandwidth bound: each step reads the weights once and each sequence's KV cache (``context_len`` positions);
-    compute bound: 2 FLOPs per parameter per token at the card's peak. ``limited_by`` says which one binds.
-    """
-    weights = decode_step_bytes(model)
-    flops_per_token = 2 * count_params(model)
-    rows = []
-    for b in batches:
-        step_bytes = weights + kv_cache_bytes(model, b, context_len)
-        bw = b * gbs * 1e9 / step_bytes
-        compute = tflops * 1e12 / flops_per_token
-        rows.append(
-            {
-                "batch_size": b,
-                "bandwidth_bound_tok_s": bw,
-                "compute_bound_tok_s": compute,
-                "ceiling_tok_s": min(bw, compute),
-                "limited_by": "bandwidth" if bw < compute else "compute",
-            }
+def decode_modes(
+    loaded: models.Loaded,
+    modes,
+    *,
+    batch_size: int = 1,
+    prompt_len: int,
+    new_tokens: int,
+    protocol: Protocol | None = None,
+    sol: SpeedOfLight | None = None,
+    busy="auto",
+) -> list[dict]:
+    """Several decode modes of one model, each timed per token inside its runs (``steps``) and interleaved by
+    ``protocol`` so drift hits them alike. One row per mode, with ``decode`` 's columns and the protocol's."""
+    plans = {m: _generate_kwargs(loaded, m) for m in modes}
+    batch = make_batch(loaded, batch_size, prompt_len)
+    runs, firsts, checks = {}, {}, {}
+    try:
+        for mode, (kwargs, _) in plans.items():
+            if mode == "compiled-loop":
+                loop = GreedyLoop(loaded, batch_size, prompt_len, new_tokens)
+                runs[mode] = lambda stamps=None, loop=loop: loop(new_tokens, stamp=stamps)
+            else:
+                runs[mode] = steps.generate_run(loaded, batch, new_tokens, **kwargs)
+            t0 = time.perf_counter()
+            with loaded.context():
+                tokens = runs[mode]()
+            sync(loaded.device)
+            firsts[mode] = time.perf_counter() - t0
+            if mode == "compiled-loop":
+                checks[mode] = _agreement(loaded, loop, tokens, prompt_len, new_tokens)
+        rows = steps.decode_rows(
+            loaded, runs, batch_size, prompt_len, new_tokens, protocol=protocol, sol=sol, busy=busy
         )
-    return pd.DataFrame(rows)
-
-
-def sol_summary(tables: dict[str, pd.DataFrame], labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per technique in saved result tables: the best share of the speed of light it reached.
-
-    Decode tables (with ``decode_gbs``) count against bandwidth, forward and prefill tables against arithmetic.
-    Rows are grouped by what the table varies (decode mode, weights, attention path); ``at`` says which
-    measurement reached the best share. ``labels``: the registry's (``registry.sol_tables``) by default.
-    """
-    labels = registry.sol_tables() if labels is None else labels
-    out = []
-    for name, df in tables.items():
-        ok = df[df.get("status", "ok") == "ok"] if "status" in df else df
-        decode = "sol_fraction_bandwidth" in ok and ok.sol_fraction_bandwidth.notna().any()
-        col = "sol_fraction_bandwidth" if decode else "sol_fraction_compute"
-        if col not in ok or ok[col].isna().all():
-            continue
-        keys = [k for k in ("weights", "mode", "attention") if k in ok and ok[k].nunique() > 1] or [
-            k for k in ("weights", "attention") if k in ok
-        ][:1]
-        for group, part in ok.groupby(keys, sort=False):
-            part = part.dropna(subset=[col])
-            if part.empty:
-                continue
-            best = part.loc[part[col].idxmax()]
-            group = group if isinstance(group, tuple) else (group,)
-            at = ", ".join(
-                f"{k} {best[k]}"
-                for k in ("batch_size", "prompt_len", "seq_len")
-                if k in best and pd.notna(best[k])
-            )
-            out.append(
-                {
-                    "technique": f"{labels.get(name, name)}: " + " / ".join(map(str, group)),
-                    "ceiling": "bandwidth" if decode else "arithmetic",
-                    "best_fraction": float(best[col]),
-                    "at": at,
-                }
-            )
-    return pd.DataFrame(out, columns=["technique", "ceiling", "best_fraction", "at"])
+    finally:
+        _forget_compiled(loaded)
+    return [
+        {
+            "mode": m,
+            "compiled_by": plans[m][1],
+            **rows[m],
+            "first_call_s": firsts[m],
+            "compile_s": _compile_s(m, firsts[m], rows[m]["total_ms"]),
+            **checks.get(m, {}),
+        }
+        for m in modes
+    ]

@@ -7,6 +7,7 @@ CSV as they come, and the sweep reports how far it is ("k of N, elapsed, time le
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import traceback
 import warnings
@@ -39,8 +40,29 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
+_TRIGGERED = re.compile(r"\s*\(Triggered internally at .*?\)\s*$", re.S)
+
+
 def _is_kernel_reason(text: str) -> bool:
-    return "not used because" in text or "kernel not used" in text.lower()
+    """PyTorch's SDPA explanations: "<kernel> not used because:" and the reasons that follow it, which C++ code in
+    ``aten/.../transformers/sdp_utils*`` emits as UserWarnings (each ending "(Triggered internally at ...)")."""
+    return "not used because" in text or ("Triggered internally at" in text and "sdp_utils" in text)
+
+
+def kernel_reasons(messages: list[str]) -> list[str]:
+    """Join each "<kernel> not used because:" with the reasons PyTorch emits after it, as separate warnings:
+    ``["Flash attention kernel not used because: Flash attention requires q,k,v to have the same last
+    dimension. ..."]`` (the source locations dropped)."""
+    out: list[str] = []
+    for m in messages:
+        m = " ".join(_TRIGGERED.sub("", m).split())
+        if out and out[-1].endswith("because:"):
+            out[-1] += " " + m
+        elif out and "not used because:" in out[-1] and "not used because" not in m:
+            out[-1] += "; " + m
+        else:
+            out.append(m)
+    return out
 
 
 @contextlib.contextmanager
@@ -56,9 +78,9 @@ def _kernel_reasons():
                 yield reasons
             finally:
                 caught = list(record)
-                reasons += [
-                    " ".join(str(w.message).split()) for w in caught if _is_kernel_reason(str(w.message))
-                ]
+                reasons += kernel_reasons(
+                    [str(w.message) for w in caught if _is_kernel_reason(str(w.message))]
+                )
     finally:
         for w in caught:
             key = (w.category, str(w.message))

@@ -57,17 +57,53 @@ def weight_bytes(model) -> int:
     return int(model.get_memory_footprint())
 
 
-def decode_step_bytes(model) -> int:
-    """Weight bytes one decode step reads: all of a decoder-only model; for an encoder-decoder, the
-    decoder and output head only (the encoder ran once, at prefill)."""
-    if not getattr(model.config, "is_encoder_decoder", False):
-        return weight_bytes(model)
-    enc = model.get_encoder()
-    shared = {id(p) for p in model.get_decoder().parameters()} | {
-        id(p) for p in model.get_output_embeddings().parameters()
-    }
-    enc_bytes = sum(p.numel() * p.element_size() for p in enc.parameters() if id(p) not in shared)
-    return weight_bytes(model) - enc_bytes
+def quant_state_bytes(qs) -> int:
+    """Bytes of a 4-bit ``QuantState``: block absmax (and, with double quantization, its own
+    constants: 8-bit absmax of the absmax, their fp32 scales, the offset) plus the 16-entry code."""
+    n = qs.absmax.numel() * qs.absmax.element_size() + qs.code.numel() * qs.code.element_size()
+    if getattr(qs, "nested", False):
+        s2 = qs.state2
+        n += s2.absmax.numel() * s2.absmax.element_size() + s2.code.numel() * s2.code.element_size()
+        n += qs.offset.numel() * qs.offset.element_size()
+    return int(n)
+
+
+def decode_step_bytes(model, batch_size: int = 1) -> int:
+    """Weight bytes one decode step reads (notebook 07's speed of light; the KV cache is ``kv_cache_bytes``).
+
+    Counted: every parameter and buffer as stored (quantized weights at their packed size), the 4-bit
+    quantization constants (block absmax, with double quantization their own constants) and int8 row
+    scales, which ``get_memory_footprint`` leaves out; of each input embedding table only the
+    ``batch_size`` rows the step looks up (the whole table only when it is also the output head). For an
+    encoder-decoder, the decoder and output head only (the encoder ran once, at prefill). Tied tensors
+    count once."""
+    out_emb = model.get_output_embeddings()
+    head = {id(p) for p in out_emb.parameters()} if out_emb is not None else set()
+    skip: set[int] = set()
+    if getattr(model.config, "is_encoder_decoder", False):
+        keep = {id(p) for p in model.get_decoder().parameters()} | head
+        skip = {id(p) for p in model.get_encoder().parameters() if id(p) not in keep}
+    seen: set[int] = set()
+    total = 0
+    for module in model.modules():
+        tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+        for t in tensors:
+            key = t.data_ptr() if t is not None and t.numel() else id(t)
+            if t is None or id(t) in skip or key in seen:
+                continue
+            seen.add(key)
+            if isinstance(module, torch.nn.Embedding) and id(t) not in head:
+                total += batch_size * t.shape[-1] * t.element_size()  # one row per sequence
+                continue
+            total += t.numel() * t.element_size()
+            qs = getattr(t, "quant_state", None)
+            if qs is not None:
+                total += quant_state_bytes(qs)
+            scb = getattr(t, "SCB", None)  # int8: one fp32 scale per output row
+            if isinstance(scb, torch.Tensor) and scb.data_ptr() not in seen:
+                seen.add(scb.data_ptr())
+                total += scb.numel() * scb.element_size()
+    return int(total)
 
 
 def kv_cache_bytes(model, batch_size: int, seq_len: int) -> int:

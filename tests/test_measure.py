@@ -123,6 +123,21 @@ def test_flop_count_by_hand(tiny):
     assert workload.forward_flops(tiny.model, b, s) == 2 * n * b * s + attn
 
 
+def test_decode_step_bytes_count_the_rows_read_and_the_4bit_scales(tiny):
+    """A step looks up one embedding row per sequence, not the whole table; 4-bit constants are read too."""
+    from helpers import models, quant
+
+    emb = tiny.model.get_input_embeddings().weight
+    row, table = emb.shape[1] * emb.element_size(), emb.numel() * emb.element_size()
+    weights = workload.weight_bytes(tiny.model)
+    assert workload.decode_step_bytes(tiny.model) == weights - table + row
+    assert workload.decode_step_bytes(tiny.model, 4) == weights - table + 4 * row
+    nf4 = models.load("llama-2-7b-tiny", dtype="fp32", quant="nf4", double_quant=True)
+    every_byte = int(quant.bytes_breakdown(nf4.model).bytes.sum())  # quantization constants included
+    assert workload.decode_step_bytes(nf4.model) == every_byte - table + row
+    assert workload.decode_step_bytes(nf4.model) > workload.weight_bytes(nf4.model) - table + row
+
+
 def test_kv_cache_bytes(tiny):
     cfg = tiny.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -172,14 +187,38 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
     assert "allocate" in df.error[0]
 
 
-def test_sweep_explains_no_available_kernel_with_pytorchs_reasons_and_passes_other_warnings_on(recwarn):
+def test_sweep_explains_no_available_kernel_with_pytorchs_own_reasons_and_passes_other_warnings_on(recwarn):
+    """A real refusal: the flash kernel pinned for values wider than the keys. PyTorch warns "Flash attention kernel
+    not used because:" and then, as a separate warning, the reason; the row carries both, joined."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     def refused(p):
-        warnings.warn("Memory efficient kernel not used because: some reason", UserWarning, stacklevel=2)
         warnings.warn(f"an unrelated warning {p['a']}", UserWarning, stacklevel=2)
-        raise RuntimeError("No available kernel. Aborting execution.")
+        q, v = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 32)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            torch.nn.functional.scaled_dot_product_attention(q, q, v)
 
     df = sweeps.run([{"a": 1}, {"a": 1}], refused)
     assert (df.status == "unsupported").all()
-    assert df.error.str.contains("Memory efficient kernel not used because: some reason").all()
+    want = "No available kernel: Flash attention kernel not used because: Flash attention requires q,k,v"
+    assert df.error.str.startswith(want).all(), df.error[0]
+    assert not df.error.str.contains("Triggered internally").any(), "source locations dropped"
     passed_on = [str(w.message) for w in recwarn if "unrelated" in str(w.message)]
     assert passed_on == ["an unrelated warning 1"], "other warnings reach the reader, once"
+
+
+def test_kernel_reasons_join_each_header_with_the_reasons_after_it():
+    got = sweeps.kernel_reasons(
+        [
+            "Memory efficient kernel not used because: (Triggered internally at sdp_utils.cpp:1.)",
+            "Expected query, key and value to all be of dtype: {Half, BFloat16}. (Triggered internally at x.h:2.)",
+            "Flash attention kernel not used because: (Triggered internally at sdp_utils.cpp:3.)",
+            "Flash attention only supports head dimension up to 256 (Triggered internally at x.h:4.)",
+            "Flash attention requires q,k,v to have the same last dimension (Triggered internally at x.h:5.)",
+        ]
+    )
+    assert got == [
+        "Memory efficient kernel not used because: Expected query, key and value to all be of dtype: {Half, BFloat16}.",
+        "Flash attention kernel not used because: Flash attention only supports head dimension up to 256; "
+        "Flash attention requires q,k,v to have the same last dimension",
+    ]

@@ -1,0 +1,299 @@
+"""Measure the headline figures again by the workbook's protocol and compare them with the stored run.
+
+    python tools/reproduce.py [--profile cpu|small-gpu|large-gpu] [--stored-card CARD] [--new-tokens N]
+    ./workbook reproduce [same options]
+
+Writes ``results/<card>/reproduce_<date>.csv`` (and its ``.json``), one row per figure:
+
+- forward pass at the profile's long sequence (4096 tokens on a large GPU), batch 1, one row per attention path
+  (eager, sdpa, sdpa-flash, sdpa-cudnn, sdpa-efficient), timed interleaved: ``latency_ms``;
+- prefill TFLOP/s at a few prompt lengths (the stored run's attention path);
+- batch-1 greedy decode, timed per token inside each generation (``steps``), the modes of one format interleaved:
+  bf16 dynamic / static / compiled-loop, nf4 and int8 dynamic / compiled-loop: ``decode_tok_s``.
+
+Each row holds the stored value (``results.stored`` of ``--stored-card``, by default the run the README quotes) and
+its p10-p90 spread, the new median and its 95% interval, the drift (new / stored - 1), whether the new value falls
+inside the stored spread, the GPU's busy share and ``host_bound``, and a verdict: ``reproduced`` (GPU-bound, same
+card, within 5%), ``drifted``, ``host-bound: spread only`` (the host paces it: not compared), ``other card: not
+judged``, ``no stored value`` (another model or size) or ``not run: ...`` (unsupported here, or an error).
+
+About six minutes on an H100 or H200 once the random-weight checkpoint is built (decode: 32 new tokens after a
+128-token prompt; the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its
+weight reads, so the per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled
+loop is left out there: compiling it takes longer than the rest together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+
+from helpers import (  # noqa: E402  # noqa: E402
+    checkpoints,
+    environment,
+    hardware,
+    measure,
+    models,
+    profiles,
+    registry,
+    results,
+    speed,
+)
+from helpers.protocol import Protocol  # noqa: E402
+
+ATTENTIONS = ["eager", "sdpa", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
+TOLERANCE = 0.05  # GPU-bound figures on the stored card should come back within 5%
+
+
+@dataclass
+class Plan:
+    """What one run measures, from the profile: model, sizes, the formats' decode modes and the protocol."""
+
+    model: str
+    dtype: str
+    seq_len: int
+    prefill_lens: list[int]
+    prompt: int
+    new_tokens: int
+    formats: dict[str, list[str]]
+    protocol: Protocol
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_for(prof: profiles.Profile, new_tokens: int | None = None) -> Plan:
+    if prof.name == "cpu":
+        return Plan(
+            prof.decoder,
+            prof.dtype,
+            64,
+            [16, 64],
+            8,
+            new_tokens or 4,
+            {"bf16": ["dynamic", "static"], "nf4": ["dynamic"], "int8": ["dynamic"]},
+            Protocol(warmup=1, min_reps=6, max_reps=8, budget_s=1.0),
+            [
+                "CPU: tiny model in fp32 (the 'bf16' rows), compiled loop left out (compiling takes ~30 s here)"
+            ],
+        )
+    sizes = prof.chapters["07"]
+    return Plan(
+        prof.decoder,
+        prof.dtype,
+        prof.long_seq,
+        [n for n in sizes["prefill_lens"] if n <= 8192][-3:],
+        sizes["prompt"],
+        new_tokens or 32,
+        {"bf16": ["dynamic", "static", "compiled-loop"], "nf4": ["dynamic", "compiled-loop"]}
+        | {"int8": ["dynamic", "compiled-loop"]},
+        Protocol(warmup=2, min_reps=6, max_reps=40, budget_s=25.0),
+    )
+
+
+def _stored(name: str, card: str) -> tuple[pd.DataFrame, dict]:
+    try:
+        df, meta = results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
+    except Exception:  # noqa: BLE001 - no stored table: every figure of it reads "no stored value"
+        return pd.DataFrame(), {}
+    return (df[df.status == "ok"] if "status" in df else df), meta
+
+
+def _pick(df: pd.DataFrame, **keys) -> pd.Series | None:
+    for k, v in keys.items():
+        if df.empty or k not in df:
+            return None
+        df = df[df[k] == v]
+    return None if df.empty else df.iloc[0]
+
+
+def stored_forward(df, model, attention, seq_len):
+    r = _pick(df, model=model, attention=attention, seq_len=seq_len, batch_size=1)
+    return (r.latency_ms, r.latency_p10_ms, r.latency_p90_ms) if r is not None else None
+
+
+def stored_prefill(df, model, seq_len):
+    r = _pick(df, model=model, seq_len=seq_len)
+    if r is None:
+        return None
+    return r.tflops, r.tflops * r.latency_ms / r.latency_p90_ms, r.tflops * r.latency_ms / r.latency_p10_ms
+
+
+def stored_decode(df, model, weights, mode):
+    """decode tok/s and a spread from the stored run's p10/p90 of the whole generation less its prefill."""
+    r = _pick(df, model=model, weights=weights, mode=mode, batch_size=1)
+    if r is None:
+        return None
+    steps = r.batch_size * (r.new_tokens - 1)
+    low, high = (steps / ((r[f"total_{q}_ms"] - r.prefill_ms) / 1e3) for q in ("p90", "p10"))
+    return r.decode_tok_s, low, high
+
+
+def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
+    """One row of the reproduction table (see the module's docstring for the verdicts)."""
+    ok = row.get("status", "ok") == "ok"
+    new = row.get(metric, float("nan")) if ok else float("nan")
+    s, s_lo, s_hi = stored if stored is not None else (float("nan"),) * 3
+    drift = new / s - 1 if stored is not None and ok else float("nan")
+    host_bound = bool(row.get("host_bound", False))
+    if not ok:
+        verdict = f"not run: {row.get('status')}"
+    elif stored is None:
+        verdict = "no stored value"
+    elif host_bound:
+        verdict = "host-bound: spread only"
+    elif not same_card:
+        verdict = "other card: not judged"
+    else:
+        verdict = "reproduced" if abs(drift) <= TOLERANCE else "drifted"
+    return {
+        "figure": name,
+        "table": table,
+        "metric": metric,
+        "stored": s,
+        "stored_low": s_lo,
+        "stored_high": s_hi,
+        "new": new,
+        "new_ci_low": new_ci[0] if ok else float("nan"),
+        "new_ci_high": new_ci[1] if ok else float("nan"),
+        "drift": drift,
+        "inside_stored": bool(stored is not None and ok and min(s_lo, s_hi) <= new <= max(s_lo, s_hi)),
+        "host_bound": host_bound,
+        "busy_share": row.get("busy_share", float("nan")),
+        "n": row.get("n"),
+        "ci_reached": row.get("ci_reached"),
+        "stopped_by": row.get("stopped_by", ""),
+        "compared": verdict in ("reproduced", "drifted"),
+        "verdict": verdict,
+        "error": row.get("error", ""),
+        "samples_ms": row.get(
+            "latency_samples_ms", row.get("decode_step_samples_ms", "")
+        ),  # every sample kept
+    }
+
+
+def _failed(e: Exception) -> dict:
+    return {
+        "status": "error",
+        "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+    }
+
+
+def _alone(loaded, attention, plan) -> dict:
+    try:
+        loaded.switch_attention(attention)
+        return measure.forward(loaded, 1, plan.seq_len, protocol=plan.protocol)
+    except Exception as e:  # noqa: BLE001 - recorded in the row
+        return _failed(e)
+
+
+def forward_figures(env, plan, stored_card, same_card) -> list[dict]:
+    loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa")
+    fwd, _ = _stored("helpers_exercise_forward", stored_card)
+    pre, pre_meta = _stored("07_prefill", stored_card)
+    out = []
+    try:
+        runs = [a for a in ATTENTIONS if env.runs(attention=a)]
+        try:
+            rows = dict(zip(runs, measure.forwards(loaded, runs, 1, plan.seq_len, protocol=plan.protocol)))
+        except Exception:  # noqa: BLE001 - one path failed (OOM?): each alone, so the others still count
+            rows = {a: _alone(loaded, a, plan) for a in runs}
+        for a in ATTENTIONS:
+            row = rows.get(
+                a, {"status": "unsupported", "error": f"{a} does not run here (environment report)"}
+            )
+            ci = (row.get("latency_ci_low_ms"), row.get("latency_ci_high_ms"))
+            name = f"forward {a}, batch 1 x {plan.seq_len}"
+            stored = stored_forward(fwd, plan.model, a, plan.seq_len)
+            out.append(figure(name, "helpers_exercise_forward", "latency_ms", row, stored, ci, same_card))
+        attention = pre_meta.get("attention", "sdpa")
+        attention = attention if env.runs(attention=attention) else "sdpa"
+        loaded.switch_attention(attention)
+        for n in plan.prefill_lens:
+            try:
+                kw = dict(protocol=plan.protocol, sol=env.speed_of_light, beyond_positions=True)
+                row = measure.forward(loaded, 1, n, **kw)
+                ci = (row["tflops"] * row["latency_ms"] / row["latency_ci_high_ms"],) + (
+                    row["tflops"] * row["latency_ms"] / row["latency_ci_low_ms"],
+                )
+            except Exception as e:  # noqa: BLE001 - one failed length is a row, the run goes on
+                row, ci = _failed(e), (None, None)
+            name = f"prefill TFLOP/s, {attention}, {n} tokens"
+            out.append(
+                figure(name, "07_prefill", "tflops", row, stored_prefill(pre, plan.model, n), ci, same_card)
+            )
+    finally:
+        models.unload(loaded)
+    return out
+
+
+def decode_figures(plan, weights, modes, stored_card, same_card) -> list[dict]:
+    dec, _ = _stored("07_decode", stored_card)
+    quant = None if weights == "bf16" else weights
+    try:
+        loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa", quant=quant)
+        try:
+            kw = dict(prompt_len=plan.prompt, new_tokens=plan.new_tokens, protocol=plan.protocol)
+            rows = dict(zip(modes, speed.decode_modes(loaded, modes, **kw)))
+        finally:
+            models.unload(loaded)
+    except Exception as e:  # noqa: BLE001 - a format that fails here is a row per mode, the run goes on
+        rows = {m: _failed(e) for m in modes}
+    out = []
+    for m in modes:
+        row = rows[m]
+        ci = (row.get("decode_tok_s_ci_low"), row.get("decode_tok_s_ci_high"))
+        name = f"decode tok/s, {weights} {m}, batch 1, prompt {plan.prompt}"
+        stored = stored_decode(dec, plan.model, weights, m)
+        out.append(figure(name, "07_decode", "decode_tok_s", row, stored, ci, same_card))
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--profile", default=None, help="cpu, small-gpu or large-gpu (default: from the hardware)"
+    )
+    ap.add_argument("--stored-card", default=registry.STORED_CARD, help="the stored run to compare with")
+    ap.add_argument("--new-tokens", type=int, default=None, help="decode tokens per generation")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    prof = profiles.profile(args.profile)
+    plan = plan_for(prof, args.new_tokens)
+    env = environment.report(measure=prof.name != "cpu")
+    card = hardware.card_slug()
+    same_card = card == args.stored_card and prof.decoder == "llama-2-7b"
+    print(
+        f"reproduce: {env.device.name}, profile {prof.name}, model {plan.model}, compared with {args.stored_card}"
+    )
+    checkpoints.materialize(plan.model)
+    rows = forward_figures(env, plan, args.stored_card, same_card)
+    for weights, modes in plan.formats.items():
+        rows += decode_figures(plan, weights, modes, args.stored_card, same_card)
+    df = pd.DataFrame(rows)
+    meta = {
+        "profile": prof.name,
+        "stored_card": args.stored_card,
+        "protocol": asdict(plan.protocol),
+        "model": plan.model,
+        "new_tokens": plan.new_tokens,
+        "prompt": plan.prompt,
+        "tolerance": TOLERANCE,
+        "notes": plan.notes,
+        "wall_s": time.perf_counter() - t0,
+    }
+    path = results.save(df, f"reproduce_{dt.date.today().isoformat()}", meta=meta)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 48):
+        print(df[["figure", "stored", "new", "new_ci_low", "new_ci_high", "drift", "busy_share", "verdict"]])
+    print(f"reproduce: {len(df)} figures in {time.perf_counter() - t0:.0f} s -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
