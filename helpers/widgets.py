@@ -3,6 +3,9 @@
 The callback never raises into the kernel: a ``WorkbookError`` shows its problem and fix in the
 panel, an out-of-memory error says so, anything else shows its type and message. ``panel.click()``
 presses Run exactly as a person does, so executed notebooks and tests use the same path.
+
+Only what ipywidgets 7.7 and 8 share is used: Colab's page draws ipywidgets 7 widgets, so on Colab the workbook
+keeps its 7.7.1 (tools/colab_setup.py), and tests/colab_sim runs notebook 00's panel on it.
 """
 
 from __future__ import annotations
