@@ -18,6 +18,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``catalog``: real architectures by name, with their configs and tiny CPU-sized twins.
 - ``checkpoints``: catalog models built once with random weights; where every model is read from.
 - ``verification``: what was asked for against what is in effect after loading.
+- ``request``: what a model is asked to be (dtype, attention, weights, bitsandbytes options), checked first.
 - ``models``: load any model with any attention path and weight format, verified.
 - ``workload``: FLOPs, bytes and parameter counts; the share of the speed of light reached.
 - ``batches``: input batches (random ids, padded, packed), sizes checked at the door.
