@@ -7,6 +7,8 @@ Import the modules you need by name, e.g. ``from helpers import models, measure,
 - ``environment``: what this machine is, what can run on it, its speed of light, its profile.
 - ``catalog``: real architectures by name, with their configs and tiny CPU-sized twins.
 - ``models``: build/cache random-weight checkpoints, load them, verify what is in effect.
+- ``trained``: the one trained decoder, SmolLM2-135M-Instruct, converted once from a packaged GGUF file.
+- ``quality``: perplexity, agreement with a reference and answers to fixed questions, per weight format.
 - ``legacy``: translate the 2023 guide's calls into today's API.
 - ``measure``: timers, memory peaks, forward and generation metrics, OOM-safe sweeps.
 - ``results``: save and load tidy result tables under ``results/``.
