@@ -135,8 +135,9 @@ class Reference:
     """A reference model's next-token distributions over fixed windows (what ``agreement`` compares with).
 
     ``ids`` (n, window) are the windows; ``logprobs`` (n, window, vocab) are kept in fp16 on the CPU
-    (8 windows of 256 tokens over a 49k vocabulary take 200 MB); ``top1`` is the reference's own choice,
-    taken before rounding; ``scores`` is its perplexity on the windows.
+    (8 windows of 256 tokens over a 49k vocabulary take 200 MB; that rounding puts a model's KL against
+    itself near 1e-5 nats, not 0); ``top1`` is the reference's own choice, taken before rounding;
+    ``scores`` is its perplexity on the windows.
     """
 
     label: str

@@ -82,21 +82,28 @@ def architecture():
 
 @contextlib.contextmanager
 def _gguf_parsed_once():
-    """Parse the file once per load, not four times.
+    """Parse the file once per load, not four times, and without a progress bar.
 
     transformers' GGUF path opens the file anew for the config, the tokenizer and the tensors, and builds
-    gguf's tensor-name table once per tensor: about 35 of the 50 seconds a load takes on two CPU cores.
-    Both are pure functions of their arguments, so they are cached for the duration of this block only.
+    gguf's tensor-name table once per tensor: more than half of the 40 seconds a load takes on two CPU
+    cores. Both are pure functions of their arguments, so they are cached for this block only. Its
+    unpacking loop draws a bar of its own (not transformers' switchable one), which would fill a saved
+    notebook with a widget placeholder.
     """
     import gguf
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    saved = gguf.GGUFReader, gguf.get_tensor_name_map
+    saved = gguf.GGUFReader, gguf.get_tensor_name_map, getattr(gguf_utils, "tqdm", None)
     gguf.GGUFReader = functools.lru_cache(maxsize=2)(saved[0])
     gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(saved[1])
+    if saved[2] is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
     try:
         yield
     finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = saved
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved[:2]
+        if saved[2] is not None:
+            gguf_utils.tqdm = saved[2]
 
 
 def load_gguf(dtype: str = "fp32"):
