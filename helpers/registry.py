@@ -240,6 +240,21 @@ TABLES: dict[str, Table] = {
             ("model", "gpus"),
         ),
         Table(
+            "quality_smollm2",
+            "tools",
+            "the trained smollm2-135m per weight format: perplexity, agreement with bf16, answers",
+            ("weights",),
+            {
+                "perplexity": "per token",
+                "ppl_increase_pct": "% over the reference",
+                "top1_agreement_pct": "%",
+                "mean_kl_nats": "nats",
+                "answers_correct": "of answers_asked",
+                "footprint_mib": "MiB",
+            },
+            ("model", "reference", "corpus", "tokens_scored"),
+        ),
+        Table(
             "helpers_exercise_environment",
             "tools",
             "the environment report of the exercise run",
