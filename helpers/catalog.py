@@ -212,7 +212,7 @@ def auto_class(cfg):
 
 def model_class(cfg):
     """The class transformers builds for ``cfg``: its causal-LM class, or seq2seq for encoder-decoders."""
-    from transformers.models.auto.modeling_auto import (
+    from transformers.models.auto.modeling_auto import (  # heavy: imported on first use
         MODEL_FOR_CAUSAL_LM_MAPPING,
         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING,
     )  # heavy: imported on first use

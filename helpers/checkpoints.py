@@ -51,14 +51,12 @@ def byte_tokenizer():
     Random-weight models have no trained tokenizer; this one round-trips any text, so prompts and
     ``generate`` work through the normal tokenizer API. Its ids are meaningful only as bytes.
     """
-    from tokenizers import (
+    from tokenizers import (  # heavy: imported on first use
         Tokenizer,
         decoders,
         pre_tokenizers,
-    )  # heavy: imported on first use
-    from tokenizers import (
-        models as tok_models,
     )
+    from tokenizers import models as tok_models  # heavy: imported on first use
     from transformers import PreTrainedTokenizerFast  # heavy: imported on first use
 
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}

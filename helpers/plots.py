@@ -195,8 +195,7 @@ class LivePlot:
 def sol_fraction(row: dict, y: str) -> float | None:
     """The share of the card's speed of light a row reached for metric ``y``: bandwidth for decode metrics,
     compute for everything else (prefill, forward passes). ``None`` when the row was measured without ``sol``."""
-    key = "sol_fraction_bandwidth" if y.startswith("decode") else "sol_fraction_compute"
-    value = row.get(key)
+    value = row.get("sol_fraction_bandwidth" if y.startswith("decode") else "sol_fraction_compute")
     return float(value) if _finite(value) and value > 0 else None
 
 
@@ -210,9 +209,8 @@ def sol_limit(row: dict, y: str) -> float | None:
 
 
 def mime_bundle(fig: go.Figure) -> dict:
-    """What a figure is displayed as: plotly's own mimetype (JupyterLab, VS Code) and HTML that loads
-    plotly.js from its CDN (Colab, nbviewer, classic notebook). Built here, not by plotly's
-    renderers, so a display id sticks and updates redraw in place; saved notebooks stay small."""
+    """What a figure is displayed as: plotly's own mimetype (JupyterLab, VS Code) and HTML that loads plotly.js
+    from its CDN (Colab, classic notebook). Built here so a display id sticks and updates redraw in place."""
     spec = json.loads(fig.to_json())
     spec["config"] = {"displaylogo": False}
     return {
@@ -229,9 +227,7 @@ def _finite(v) -> bool:
 
 
 def _legend(color) -> str:
-    if color is None:
-        return ""
-    return color if isinstance(color, str) else " / ".join(color)
+    return "" if color is None else color if isinstance(color, str) else " / ".join(color)
 
 
 def bars(

@@ -97,6 +97,7 @@ _CPU_CHAPTERS = {
         batches=[1, 2, 4, 8],
         prefill_lens=[64, 128, 256],
         decode_reps=7,
+        loop_agreement=0.99,  # next-token agreement of the compiled loop with generate, fp32: rounding only
     ),
 }
 _GPU_CHAPTERS = {
@@ -137,11 +138,14 @@ _GPU_CHAPTERS = {
     "07": dict(
         measure_peaks=True,
         model="llama-2-7b",
+        half="bf16",
         prompt=128,
         new_tokens=64,
         batches=[1, 4, 16, 64, 128],
         prefill_lens=[1024, 2048, 4096, 8192, 16384],
         decode_reps=3,
+        # random weights in bf16: near-ties flip often, and int8 rounds further (58 % measured on an H100)
+        loop_agreement=0.5,
     ),
 }
 # A T4-sized card: ~1B models; T5-11B is left out of the Colab demo (its fp32 offload needs 42 GiB of host memory).

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from helpers import batches, catalog, checkpoints, hardware, models, probes
+from helpers import batches, catalog, checkpoints, hardware, models, probes, request
 from helpers.errors import WorkbookError
 
 TINY = [n for n in catalog.ENTRIES if n.endswith("-tiny")]
@@ -141,10 +141,10 @@ def test_flash_kernel_in_float32_is_refused_with_the_dtype_fix(monkeypatch):
 
 
 def test_bf16_on_a_card_without_bf16_names_fp16(monkeypatch):
-    monkeypatch.setattr(models, "device", lambda: torch.device("cuda:0"))
+    monkeypatch.setattr(request, "device", lambda: torch.device("cuda:0"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(
-        models,
+        request,
         "device_info",
         lambda: hardware.DeviceInfo("cuda", "Tesla T4", 1, 14.6, "7.5", False, "x86_64", 4),
     )
