@@ -222,3 +222,21 @@ def test_kernel_reasons_join_each_header_with_the_reasons_after_it():
         "Flash attention kernel not used because: Flash attention only supports head dimension up to 256; "
         "Flash attention requires q,k,v to have the same last dimension",
     ]
+
+
+def test_a_sweep_says_how_far_it_is_and_how_long_is_left(monkeypatch):
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))
+    progress = sweeps.Progress(4, show=False)
+    assert progress.text() == "0 of 4 points, 10 s elapsed"
+    assert progress.step("ok") == "1 of 4 points, 20 s elapsed, about 60 s left (1 ok)"
+    progress.step("OOM")
+    progress.step("ok")
+    assert progress.step("ok") == "done: 4 of 4 points in 50 s (3 ok, 1 OOM)"
+
+
+def test_a_long_sweep_reports_minutes(monkeypatch):
+    clock = iter([0.0, 200.0, 200.0])
+    monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))
+    progress = sweeps.Progress(3, show=False)
+    assert progress.step("ok") == "1 of 3 points, 3 min 20 s elapsed, about 6 min 40 s left (1 ok)"
