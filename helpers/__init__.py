@@ -30,14 +30,10 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``results``: save and load result tables under ``results/<card>/``.
 - ``sweeps``: OOM-safe sweeps (``sweeps.run``) with progress; failures become rows.
 - ``tables``: speed-ups and ratios against a baseline.
-- ``models``: build/cache random-weight checkpoints, load them, verify what is in effect.
 - ``trained``: the one trained decoder, SmolLM2-135M-Instruct, converted once from a packaged GGUF file.
 - ``answers``: greedy answers of a chat model to fixed factual questions, checked for the expected words.
 - ``quality``: perplexity, agreement with a reference and answers to fixed questions, per weight format.
-- ``legacy``: translate the 2023 guide's calls into today's API.
-- ``measure``: timers, memory peaks, forward and generation metrics, OOM-safe sweeps.
-- ``results``: save and load tidy result tables under ``results/``.
-- ``plots``: live figures that gain a point per measurement.
+- ``plots: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
 - ``legacy``: translate the 2023 guide's calls into today's API.
 - ``texts``: real English sentences and paraphrases for the encoder chapters.

@@ -91,7 +91,7 @@ def device_info() -> DeviceInfo:
             torch.cuda.device_count(),
             round(total, 1),
             f"{p.major}.{p.minor}",
-            torch.cuda.is_bf16_supported(),
+            torch.cuda.is_bf16_supported(including_emulation=False),
             cpu,
             cores,
         )
@@ -208,5 +208,5 @@ def dtype_choices(dev: torch.device | None = None) -> list[str]:
     """
     dev = dev or device()
     if dev.type == "cuda":
-        return (["bf16"] if torch.cuda.is_bf16_supported() else []) + ["fp16", "fp32"]
+        return (["bf16"] if torch.cuda.is_bf16_supported(including_emulation=False) else []) + ["fp16", "fp32"]
     return ["fp32", "bf16"]

@@ -20,7 +20,7 @@ from .hardware import device
 def probe_dtype(dev: torch.device) -> torch.dtype:
     """The dtype the probes use: bf16 (fp16 without bf16) on a GPU, fp32 on a CPU."""
     if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.float32
 
 
