@@ -33,7 +33,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``trained``: the one trained decoder, SmolLM2-135M-Instruct, converted once from a packaged GGUF file.
 - ``answers``: greedy answers of a chat model to fixed factual questions, checked for the expected words.
 - ``quality``: perplexity, agreement with a reference and answers to fixed questions, per weight format.
-- ``plots: live figures that gain a point per measurement.
+- ``plots``: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
 - ``legacy``: translate the 2023 guide's calls into today's API.
 - ``texts``: real English sentences and paraphrases for the encoder chapters.

@@ -1,4 +1,5 @@
-"""Answers to fixed factual questions: greedy replies of a chat model, checked for the expected words.
+"""Answers to fixed factual questions: greedy replies of a chat model, checked for the expected words; and
+greedy continuations of plain text (what an adapter learned, notebook 06).
 
 What a weight format costs is easiest to see in what the model says: ``quality.quality_table`` counts correct
 answers per format (notebooks 00, 03 and 04 show them) on the trained ``smollm2-135m``.
@@ -75,4 +76,23 @@ def answers(
                 "new_tokens": len(new),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["prompt", "expected", "answer", "correct", "new_tokens"])
+
+
+def continuations(model, tokenizer, prompts: list[str], max_new_tokens: int = 16) -> list[str]:
+    """Greedy continuations of plain-text ``prompts`` (no chat template), in one left-padded batch.
+
+    ``model`` is any causal LM (a ``Loaded``'s model, one with an adapter, a merged one); returns the new text
+    of each prompt, special tokens dropped. Notebook 06 shows with it what an adapter learned.
+    """
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens follow every prompt directly
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    enc = enc.to(next(model.parameters()).device)
+    with torch.inference_mode():
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

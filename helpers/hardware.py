@@ -208,5 +208,8 @@ def dtype_choices(dev: torch.device | None = None) -> list[str]:
     """
     dev = dev or device()
     if dev.type == "cuda":
-        return (["bf16"] if torch.cuda.is_bf16_supported(including_emulation=False) else []) + ["fp16", "fp32"]
+        return (["bf16"] if torch.cuda.is_bf16_supported(including_emulation=False) else []) + [
+            "fp16",
+            "fp32",
+        ]
     return ["fp32", "bf16"]

@@ -51,13 +51,26 @@ class Profile:
 
 # Per-chapter sizes. Keys are what the chapter's parameters cell names (lower case); every chapter also gets
 # the profile's shared fields (decoder, dtype, half, seq_lens, ...). One table per profile, nothing in notebooks.
+# The trained model (smollm2-135m) has sizes of its own: quality_* (windows of the corpus scored, their length in
+# tokens, the reference's dtype, fixed questions asked), answer_tokens (greedy tokens per answer), trained_*.
+
+
+def _nf4_compute(dtype: str) -> dict:
+    """nf4 weights unpacked to another compute dtype, as one ``quality.quality_table`` format."""
+    return {"label": f"nf4, {dtype} compute", "weights": "nf4", "compute_dtype": dtype}
+
+
+_CPU_QUALITY = dict(
+    quality_windows=2, quality_window=128, quality_dtype="fp32", quality_prompts=1, answer_tokens=10
+)
 _CPU_CHAPTERS = {
-    "00": dict(measure_peaks=True),
+    "00": dict(measure_peaks=True, answer_tokens=16),
     "01": dict(
         measure_peaks=True,
         models=["llama-2-7b-tiny", "falcon-7b-tiny"],
         batch_sizes=[1, 2, 4],
         pad_fractions=[0.0, 0.1, 0.25, 0.5],
+        trained_tokens=128,
     ),
     "02": dict(
         measure_peaks=False,
@@ -67,6 +80,8 @@ _CPU_CHAPTERS = {
         opt_dtype="fp32",
         # a CPU has no flash kernel for float32 SDPA to refuse; its memory-efficient one refuses instead
         refusing_backend="EFFICIENT_ATTENTION",
+        trained_dtype="fp32",
+        answer_tokens=12,
     ),
     "03": dict(
         measure_peaks=True,
@@ -74,6 +89,9 @@ _CPU_CHAPTERS = {
         gen_batches=[1, 2],
         budget_fraction=0.65,
         encoder_dtype="fp32",
+        **_CPU_QUALITY,
+        # fp32 is the reference here (bf16 is emulated, slowly, on most CPUs); bf16 is scored for notebook 05
+        quality_formats=["fp32", "bf16", "int8", "fp4", "nf4", "nf4-dq", _nf4_compute("bf16")],
     ),
     "04": dict(
         measure_peaks=True,
@@ -84,9 +102,27 @@ _CPU_CHAPTERS = {
         layer_dtype="fp32",
         colab_models=["t5-11b-tiny", "bloom-3b-tiny"],
         colab_budget_gib=None,
+        **_CPU_QUALITY,
     ),
-    "05": dict(measure_peaks=True, model="llama-2-7b-tiny", prompts=[32, 128], batches=[1, 4], new_tokens=8),
-    "06": dict(measure_peaks=False, model="llama-2-7b-tiny", steps=60, seq_len=256, batch=4),
+    "05": dict(
+        measure_peaks=True,
+        model="llama-2-7b-tiny",
+        prompts=[32, 128],
+        batches=[1, 4],
+        new_tokens=8,
+        **{**_CPU_QUALITY, "quality_windows": 1, "quality_prompts": 0},
+    ),
+    "06": dict(
+        measure_peaks=False,
+        model="llama-2-7b-tiny",
+        steps=60,
+        seq_len=256,
+        batch=4,
+        trained_dtype="fp32",
+        trained_steps=8,
+        facts=3,
+        answer_tokens=16,
+    ),
     # fp32 here: teacher-forced agreement of the compiled loop is checked to 99% on a CPU, which bf16 rounding blurs
     "07": dict(
         measure_peaks=True,
@@ -98,15 +134,20 @@ _CPU_CHAPTERS = {
         prefill_lens=[64, 128, 256],
         decode_reps=7,
         loop_agreement=0.99,  # next-token agreement of the compiled loop with generate, fp32: rounding only
+        answer_tokens=16,
     ),
 }
+_GPU_QUALITY = dict(
+    quality_windows="all", quality_window=256, quality_dtype="bf16", quality_prompts=6, answer_tokens=24
+)
 _GPU_CHAPTERS = {
-    "00": dict(measure_peaks=True),
+    "00": dict(measure_peaks=True, answer_tokens=32),
     "01": dict(
         measure_peaks=True,
         models=["llama-2-7b", "falcon-7b"],
         batch_sizes=[1, 2, 4, 8],
         pad_fractions=[0.0, 0.1, 0.25, 0.5],
+        trained_tokens=512,
     ),
     "02": dict(
         measure_peaks=False,
@@ -115,6 +156,8 @@ _GPU_CHAPTERS = {
         opt="opt-350m",
         opt_dtype="fp16",
         refusing_backend="FLASH_ATTENTION",
+        trained_dtype="bf16",
+        answer_tokens=24,
     ),
     "03": dict(
         measure_peaks=True,
@@ -122,6 +165,8 @@ _GPU_CHAPTERS = {
         gen_batches=[1, 8, 32],
         budget_fraction=0.65,
         encoder_dtype="fp16",
+        **_GPU_QUALITY,
+        quality_formats=["bf16", "fp16", "int8", "fp4", "nf4", "nf4-dq", _nf4_compute("fp16")],
     ),
     "04": dict(
         measure_peaks=True,
@@ -132,9 +177,27 @@ _GPU_CHAPTERS = {
         layer_dtype="fp16",
         colab_models=["t5-11b", "bloom-3b"],
         colab_budget_gib=15.0,
+        **_GPU_QUALITY,
     ),
-    "05": dict(measure_peaks=True, model="llama-2-7b", prompts=[512, 2048], batches=[1, 16], new_tokens=16),
-    "06": dict(measure_peaks=False, model="llama-2-7b", steps=200, seq_len=512, batch=4),
+    "05": dict(
+        measure_peaks=True,
+        model="llama-2-7b",
+        prompts=[512, 2048],
+        batches=[1, 16],
+        new_tokens=16,
+        **_GPU_QUALITY,
+    ),
+    "06": dict(
+        measure_peaks=False,
+        model="llama-2-7b",
+        steps=200,
+        seq_len=512,
+        batch=4,
+        trained_dtype="bf16",
+        trained_steps=40,
+        facts=4,
+        answer_tokens=24,
+    ),
     "07": dict(
         measure_peaks=True,
         model="llama-2-7b",
@@ -146,6 +209,7 @@ _GPU_CHAPTERS = {
         decode_reps=3,
         # random weights in bf16: near-ties flip often, and int8 rounds further (58 % measured on an H100)
         loop_agreement=0.5,
+        answer_tokens=32,
     ),
 }
 # A T4-sized card: ~1B models; T5-11B is left out of the Colab demo (its fp32 offload needs 42 GiB of host memory).

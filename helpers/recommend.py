@@ -2,6 +2,8 @@
 
 Both work on result tables as the sweeps write them (one row per measured combination, with ``status``,
 ``peak_alloc_gib``, ``prefill_ms`` and ``decode_ms_per_token``), so they run on a CPU over saved GPU results.
+The recommender can also hold each weight format to a quality limit, from a table with one row per format
+(``quality.quality_table``'s ``weights`` and ``ppl_increase_pct``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def recommend(
     batch_size: int,
     label: tuple[str, ...] = ("attention", "weights"),
     memory: str = "peak_alloc_gib",
+    quality: pd.DataFrame | None = None,
+    max_ppl_increase_pct: float | None = None,
 ) -> tuple[pd.Series | None, str, pd.DataFrame]:
     """The fastest measured combination for a workload that fits ``budget_gib``.
 
@@ -63,6 +67,9 @@ def recommend(
     whose peak memory fits the budget and ranks them by time per request. Returns (best row or None, the
     reason in words, the ranked candidates). ``memory``: the column compared with the budget (the GPU
     allocator's peak by default; a CPU has none, so there the weights' size is the honest stand-in).
+    ``max_ppl_increase_pct``: leave out weight formats whose perplexity rose more than this (in %) over the
+    reference in ``quality`` (one row per ``weights``, with ``ppl_increase_pct``); a format it does not list is
+    left out too. The reason names what was left out and at what cost.
     """
     ok = _check(df, memory)
     ok = ok[ok[memory].notna()]
@@ -74,6 +81,9 @@ def recommend(
         above = [v for v in values if v >= want]
         picks[col] = above[0] if above else values[-1]
     rows = ok[(ok.prompt_len == picks["prompt_len"]) & (ok.batch_size == picks["batch_size"])].copy()
+    rows, left_out = _within_quality(rows, quality, max_ppl_increase_pct)
+    if rows.empty:
+        return None, f"Nothing measured is within +{max_ppl_increase_pct:g}% perplexity.{left_out}", rows
     rows["request_s"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens)
     rows["fits"] = rows[memory] <= budget_gib
     rows = rows.sort_values(["fits", "request_s"], ascending=[False, True])
@@ -89,7 +99,7 @@ def recommend(
             None,
             (
                 f"Nothing measured fits {budget_gib:.3g} GiB ({where}); the smallest, {name(smallest)}, "
-                f"needs {smallest[memory]:.3g} GiB."
+                f"needs {smallest[memory]:.3g} GiB.{left_out}"
             ),
             rows,
         )
@@ -105,7 +115,29 @@ def recommend(
     if not faster.empty:
         f = faster.iloc[0]
         why += f" {name(f)} would be faster ({f.request_s:.2f} s) but needs {f[memory]:.3g} GiB."
-    return best, why, rows
+    return best, why + left_out, rows
+
+
+def _within_quality(rows: pd.DataFrame, quality: pd.DataFrame | None, limit: float | None):
+    """The rows whose weight format is within ``limit`` % perplexity increase, each with its increase, and a
+    sentence naming the formats left out (empty without a limit)."""
+    if limit is None:
+        return rows, ""
+    if quality is None or not {"weights", "ppl_increase_pct"} <= set(quality.columns):
+        raise WorkbookError(
+            "A perplexity limit needs a quality table with the columns weights and ppl_increase_pct.",
+            "Pass quality=quality.quality_table([...]) (or a saved one) with max_ppl_increase_pct.",
+        )
+    cost = quality.dropna(subset=["ppl_increase_pct"]).drop_duplicates("weights").set_index("weights")
+    rows = rows.assign(ppl_increase_pct=rows.weights.map(cost.ppl_increase_pct))
+    keep = rows.ppl_increase_pct <= limit
+    out = rows[~keep].drop_duplicates("weights")
+    said = [
+        f"{w} (no quality measured)" if pd.isna(p) else f"{w} (+{p:.1f}%)"
+        for w, p in zip(out.weights, out.ppl_increase_pct)
+    ]
+    note = f" Left out by the limit of +{limit:g}% perplexity: {', '.join(said)}." if said else ""
+    return rows[keep], note
 
 
 def budget_choices(df: pd.DataFrame, n: int = 6, memory: str = "peak_alloc_gib") -> list[float]:

@@ -36,20 +36,16 @@ _FORWARD = {
     "latency_p10_ms": "ms",
     "latency_p90_ms": "ms",
     "tokens_per_s": "tokens/s",
-    "tflops": "TFLOP/s",
-    "peak_alloc_gib": "GiB",
-    "above_weights_gib": "GiB",
-    "weights_gib": "GiB",
 }
-_GENERATE = {
-    "prefill_ms": "ms (median)",
-    "decode_tok_s": "tokens/s",
-    "decode_ms_per_token": "ms",
-    "decode_gbs": "GB/s",
-    "sol_fraction_bandwidth": "share of measured bandwidth",
-    "peak_alloc_gib": "GiB",
-    "weights_gib": "GiB",
-}
+_FORWARD |= {"tflops": "TFLOP/s", "peak_alloc_gib": "GiB", "above_weights_gib": "GiB", "weights_gib": "GiB"}
+_GENERATE = {"prefill_ms": "ms (median)", "decode_tok_s": "tokens/s", "decode_ms_per_token": "ms"}
+_GENERATE |= {"decode_gbs": "GB/s", "sol_fraction_bandwidth": "share of measured bandwidth"}
+_GENERATE |= {"peak_alloc_gib": "GiB", "weights_gib": "GiB"}
+# quality of the trained model (helpers.quality): columns of quality.quality_table, against a reference format
+_QUALITY = {"perplexity": "per token", "ppl_increase_pct": "% over the reference", "top1_agreement_pct": "%"}
+_QUALITY |= {"mean_kl_nats": "nats", "answers_correct": "of answers_asked", "footprint_mib": "MiB"}
+_QUALITY_META = ("profile", "model", "reference", "window", "tokens_scored")
+_LORA = ({"loss": "cross-entropy"}, ("profile", "model", "rank", "lr", "steps"))
 
 TABLES: dict[str, Table] = {
     t.name: t
@@ -147,6 +143,8 @@ TABLES: dict[str, Table] = {
             _GENERATE,
             ("profile", "model", "budget_gib"),
         ),
+        Table("03_quality", "03", "smollm2-135m by weight format", ("weights",), _QUALITY, _QUALITY_META),
+        Table("04_int8_quality", "04", "smollm2-135m, int8 options", ("weights",), _QUALITY, _QUALITY_META),
         Table(
             "04_sizes",
             "04",
@@ -189,6 +187,7 @@ TABLES: dict[str, Table] = {
             {"loss": "cross-entropy", "tokens_per_s": "tokens/s"},
             ("profile", "model", "rank", "lr", "batch", "seq_len"),
         ),
+        Table("06_trained_lora", "06", "LoRA and QLoRA on smollm2-135m", ("setup", "step"), *_LORA),
         Table(
             "06_padding_packing",
             "06",

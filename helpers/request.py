@@ -45,7 +45,11 @@ def check_request(req: Request, cfg=None, model_class=None) -> None:
     dev = device()
     dtype = variants.dtype_of(req.dtype)
     v = variants.attention_variant(req.attention)
-    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if (
+        dev.type == "cuda"
+        and dtype == torch.bfloat16
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
         raise WorkbookError(
             f"{device_info().name} has no bf16 support.",
             "Use dtype='fp16' (the profile picks it for you on such cards).",

@@ -52,14 +52,18 @@ class GreedyLoop:
     ``self.layer_idx`` (seen with ``TORCH_LOGS=recompiles``: a 10-layer int8 model compiled that frame 10 times,
     every other frame at most 3 times, once per weight shape). Dynamo's default limit of 8 compilations per frame
     left the 24 later layers of a 32-layer model running that part eagerly; the loop raises the limit to the
-    number of layers plus 8 while it compiles and runs.
+    number of layers plus 8 while it compiles and runs. ``batch``: a real prompt of that shape (a tokenizer's
+    output); ``None``: random token ids.
     """
 
-    def __init__(self, loaded: models.Loaded, batch_size: int, prompt_len: int, max_new_tokens: int):
+    def __init__(
+        self, loaded: models.Loaded, batch_size: int, prompt_len: int, max_new_tokens: int, batch=None
+    ):
         from transformers import StaticCache  # heavy: imported on first use
 
         self.loaded, self.model = loaded, loaded.model
-        self.batch = make_batch(loaded, batch_size, prompt_len)
+        batch = make_batch(loaded, batch_size, prompt_len) if batch is None else batch
+        self.batch = {k: v.to(loaded.device) for k, v in batch.items()}
         self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
         self.step = torch.compile(self.model, mode="reduce-overhead", fullgraph=False, dynamic=False)
         layers = getattr(self.model.config, "num_hidden_layers", 0) or 0
@@ -100,20 +104,51 @@ class GreedyLoop:
         return torch.cat(out, dim=1)
 
 
-def _agreement(loaded, loop: GreedyLoop, tokens, prompt_len: int, new_tokens: int) -> dict:
-    """The loop's tokens against ``generate``'s, running freely and teacher-forced (see ``decode``)."""
+def _generated(loaded, loop: GreedyLoop, new_tokens: int, exactly: bool = True) -> torch.Tensor:
+    """``generate``'s greedy tokens after the prompt: exactly ``new_tokens``, or up to its end-of-text token."""
+    least = {"min_new_tokens": new_tokens} if exactly else {}
     with torch.inference_mode(), loaded.context():
-        reference = loaded.model.generate(
+        out = loaded.model.generate(
             **loop.batch,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=loaded.model.config.pad_token_id or 0,
+            **least,
         )
-    reference = reference[:, prompt_len:].to(tokens.device)
+    return out[:, loop.batch["input_ids"].shape[1] :]
+
+
+def _agreement(loaded, loop: GreedyLoop, tokens, prompt_len: int, new_tokens: int) -> dict:
+    """The loop's tokens against ``generate``'s, running freely and teacher-forced (see ``decode``)."""
+    reference = _generated(loaded, loop, new_tokens).to(tokens.device)
     forced = loop(new_tokens, forced=reference)
     return {
         "same_tokens_as_generate": float((tokens == reference).float().mean()),
+        "next_token_agreement": float((forced == reference).float().mean()),
+    }
+
+
+def loop_against_generate(loaded: models.Loaded, batch: dict, new_tokens: int) -> dict:
+    """The compiled greedy loop and ``generate`` on a real prompt (``batch``: a tokenizer's output), notebook 07.
+
+    Compared over ``generate``'s tokens (it stops at end-of-text): ``loop`` and ``generate`` (the tokens),
+    ``same_tokens``, ``first_difference`` (a step, or None) and teacher-forced ``next_token_agreement``. In fp32
+    they should be identical; in bf16 compiled kernels round differently, and a near-tie may flip.
+    """
+    loop = GreedyLoop(loaded, *batch["input_ids"].shape, new_tokens, batch=batch)
+    try:
+        reference = _generated(loaded, loop, new_tokens, exactly=False)
+        n = reference.shape[1]
+        tokens = loop(new_tokens)[:, :n].to(reference.device)
+        forced = loop(n, forced=reference)
+    finally:
+        torch._dynamo.reset()
+    differ = (tokens != reference).any(0).nonzero()
+    return {
+        "loop": tokens,
+        "generate": reference,
+        "same_tokens": not len(differ),
+        "first_difference": int(differ[0]) if len(differ) else None,
         "next_token_agreement": float((forced == reference).float().mean()),
     }
 

@@ -6,6 +6,8 @@
   position ids restart at each document (what the guide recommends for training with flash attention).
 - ``lora_param_count``: the LoRA formula, r x (in + out) per adapted layer, to check the trainable count.
 - ``train``: AdamW steps over batches, one row per step (loss, tokens, time), with a callback for live plots.
+- ``FACTS`` and ``reproduced``: sentences of the workbook's prose that a trained model cannot know, split into a
+  prompt and the rest, and how much of the rest a continuation gives back (what an adapter learned).
 """
 
 from __future__ import annotations
@@ -23,6 +25,26 @@ from .hardware import sync
 from .timing import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Sentences of the frozen corpus (data/corpus/workbook_prose.txt), each as (prompt, the rest): a model trained
+# before the workbook existed continues the prompts otherwise; an adapter trained on them gives the rest back.
+FACTS: tuple[tuple[str, str], ...] = (
+    ("Falcon-7B uses", " multi-query attention: 71 query heads share one key/value head."),
+    ("Quantization is", " for fitting first."),
+    (
+        "optimum is not needed:",
+        " its BetterTransformer was removed in optimum 2, and native SDPA replaced it.",
+    ),
+    ("A compiled loop of your own", " lets nf4 overtake bf16 at batch 1; int8 gains nothing from compiling."),
+)
+
+
+def reproduced(continuation: str, rest: str) -> float:
+    """The share of the words of ``rest`` that ``continuation`` gives back in order from its start (1.0: all of
+    them, 0.0: its first word already differs)."""
+    want, got = rest.split(), continuation.split()
+    same = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+    return same / len(want)
 
 
 def corpus(root: Path = ROOT) -> list[str]:

@@ -46,6 +46,27 @@ def test_model_agreement_between_paths(tiny):
     assert row["rel_l2_error"] < 1e-5 and tiny.request.attention == "sdpa"
 
 
+def test_attention_masks_allow_what_their_names_say():
+    allowed = {k: checks.attention_mask(k, 4, torch.float32)[0, 0] == 0 for k in checks.MASKS}
+    assert torch.equal(allowed["causal"], torch.ones(4, 4, dtype=torch.bool).tril())
+    assert allowed["sees the next token"][1, 2] and not allowed["sees the next token"][1, 3]
+    assert allowed["sees every token"].all()
+    first = allowed["misses the first token"]
+    assert first[0, 0] and not first[1:, 0].any() and torch.equal(first[1:, 1:], allowed["causal"][1:, 1:])
+    assert checks.attention_mask("causal", 3, torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="causal"):
+        checks.attention_mask("window", 4, torch.float32)
+
+
+def test_masked_agreement_rows_on_the_tiny_model(tiny):
+    ids = torch.randint(4, 200, (1, 24), generator=torch.Generator().manual_seed(0))
+    rows = checks.masked_agreement(tiny, ids, ["sdpa"]).set_index("mask")
+    assert list(rows.index) == ["causal (the model's own)", *checks.MASKS]
+    assert rows.loc[["causal (the model's own)", "causal"], "within_tolerance"].all(), rows
+    assert rows.correct.sum() == 2 and (rows.tolerance == checks.TOLERANCE["fp32"]).all()
+    assert tiny.request.attention == "sdpa", "the model keeps the path it was loaded with"
+
+
 def test_packing_is_exact_and_concatenation_leaks(tiny):
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(4, 500, (n,), generator=g) for n in (24, 8, 16)]

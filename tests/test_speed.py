@@ -61,6 +61,16 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
     torch._dynamo.reset()
 
 
+def test_loop_against_generate_on_a_given_prompt(tiny):
+    batch = tiny.tokenizer(["Hello my dog is cute and"], return_tensors="pt")
+    out = speed.loop_against_generate(tiny, dict(batch), 6)
+    assert out["same_tokens"] and out["first_difference"] is None and out["next_token_agreement"] == 1.0
+    assert torch.equal(out["loop"], out["generate"]) and out["loop"].shape[0] == 1
+    loop = speed.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
+    assert torch.equal(loop.batch["input_ids"], batch["input_ids"])
+    torch._dynamo.reset()
+
+
 def test_loop_row_reports_agreement_with_generate(tiny):
     row = speed.decode(tiny, "compiled-loop", prompt_len=16, new_tokens=6, reps=1)
     assert (

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import catalog, checkpoints, models, quality, trained
+from helpers import answers, catalog, checkpoints, checks, models, quality, trained, training
 from helpers.errors import WorkbookError
 
 SMALL = dict(window=128, n_windows=4)  # 508 scored tokens: seconds per model on two cores
@@ -199,3 +199,38 @@ def test_corpus_is_the_frozen_workbook_prose():
     assert tool.prose(
         "# Title here\n\n```python\nx = 1\n```\n\n| a | b |\n\nSee [the docs](http://x) for more."
     ) == ["See the docs for more."]
+
+
+def test_a_wrong_attention_mask_is_far_outside_the_tolerance_on_real_text(smol):
+    """Real logits: a correct path is within checks.TOLERANCE, every broken mask (even one hidden position) is
+    orders of magnitude outside it (notebook 01)."""
+    ids = quality.windows(smol.tokenizer, window=48, n_windows=1)
+    rows = checks.masked_agreement(smol, ids, ["sdpa", "sdpa-math"])
+    good, bad = rows[rows.correct], rows[~rows.correct]
+    assert good.within_tolerance.all() and len(good) == 3, rows
+    assert (bad.rel_l2_error > 100 * checks.TOLERANCE["fp32"]).all() and (
+        bad.top1_agreement_pct < 95
+    ).all(), rows
+
+
+def test_continuations_are_batched_greedy_text(smol):
+    prompts, side = ["The capital of France is", "Water is made of hydrogen and"], smol.tokenizer.padding_side
+    texts = answers.continuations(smol.model, smol.tokenizer, prompts, max_new_tokens=6)
+    assert len(texts) == 2 and "Paris" in texts[0], texts
+    alone = answers.continuations(smol.model, smol.tokenizer, prompts[1:], max_new_tokens=6)
+    assert alone[0] == texts[1], "left padding changes nothing in float32"
+    assert smol.tokenizer.padding_side == side, "the tokenizer is left as it was"
+
+
+def test_facts_are_sentences_of_the_corpus_and_reproduction_is_measured_in_words():
+    text = " ".join(quality.corpus_text().split())
+    for prompt, rest in training.FACTS:
+        assert prompt + rest in text, prompt
+    assert training.reproduced(" for fitting first.", " for fitting first.") == 1.0
+    assert training.reproduced(" for fitting second.", " for fitting first.") == pytest.approx(2 / 3)
+    assert training.reproduced(" a process", " for fitting first.") == 0.0
+
+
+def test_a_quality_row_without_questions_scores_only_the_text(smol, ref):
+    row = quality.quality_row(smol, ref, prompts=())
+    assert row["answers_asked"] == 0 and row["answers_correct"] == 0 and row["top1_agreement_pct"] == 100.0

@@ -125,6 +125,36 @@ def test_recommender_picks_the_fastest_that_fits_and_says_why():
         )
 
 
+def _quality():
+    """Perplexity increase per weight format, as quality.quality_table writes it (bf16 the reference)."""
+    return pd.DataFrame(
+        {"weights": ["bf16", "int8", "nf4", "fp4"], "ppl_increase_pct": [0.0, 1.8, 24.5, 41.8]}
+    )
+
+
+def test_recommender_leaves_out_formats_above_a_perplexity_limit():
+    kw = dict(prompt_len=512, new_tokens=64, batch_size=1, quality=_quality())
+    best, why, _ = recommend.recommend(_grid(), budget_gib=10, max_ppl_increase_pct=30, **kw)
+    assert best.weights == "nf4" and "Left out" not in why, "nf4 (+24.5%) is within 30%"
+    best, why, ranked = recommend.recommend(_grid(), budget_gib=10, max_ppl_increase_pct=5, **kw)
+    assert best.weights == "int8" and "nf4 (+24.5%)" in why and "+5%" in why
+    assert set(ranked.weights) == {"bf16", "int8"} and (ranked.ppl_increase_pct <= 5).all()
+    best, why, _ = recommend.recommend(_grid(), budget_gib=6, max_ppl_increase_pct=5, **kw)
+    assert best is None and "Nothing measured fits" in why and "nf4" in why
+    best, why, _ = recommend.recommend(_grid(), budget_gib=16, max_ppl_increase_pct=-1, **kw)
+    assert best is None and "within +-1% perplexity" in why
+
+
+def test_recommender_quality_limit_needs_a_quality_table_and_names_unmeasured_formats():
+    kw = dict(budget_gib=16, prompt_len=512, new_tokens=64, batch_size=1, max_ppl_increase_pct=5)
+    with pytest.raises(WorkbookError, match="quality table"):
+        recommend.recommend(_grid(), **kw)
+    best, why, _ = recommend.recommend(_grid(), quality=_quality().iloc[:1], **kw)
+    assert best.weights == "bf16" and "int8 (no quality measured)" in why
+    best, _, ranked = recommend.recommend(_grid(), **{**kw, "max_ppl_increase_pct": None})
+    assert "ppl_increase_pct" not in ranked, "without a limit the quality table is not needed"
+
+
 def test_packed_rows_are_full_and_keep_the_corpus(tok):
     docs = training.corpus()
     packed = training.packed_batches(tok, docs, 4, 256)
