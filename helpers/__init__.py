@@ -24,14 +24,16 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``workload``: FLOPs, bytes and parameter counts; the share of the speed of light reached.
 - ``batches``: input batches (random ids, padded, packed), sizes checked at the door.
 - ``steps``: decode timed where it happens: a timestamp per generated token inside one generation.
-- ``checks``: one relative error; kernels and attention paths checked against each other.
+- ``checks``: one relative error; kernels and attention paths checked against each other; on real logits, a
+  tolerance per dtype that wrong attention masks miss.
 - ``measure``: a forward pass, a generation (prefill, decode), padded against packed layouts.
 - ``registry``: every result table by name: the chapter that writes it, its columns and metadata.
 - ``results``: save and load result tables under ``results/<card>/``.
 - ``sweeps``: OOM-safe sweeps (``sweeps.run``) with progress; failures become rows.
 - ``tables``: speed-ups and ratios against a baseline.
 - ``trained``: the one trained decoder, SmolLM2-135M-Instruct, converted once from a packaged GGUF file.
-- ``answers``: greedy answers of a chat model to fixed factual questions, checked for the expected words.
+- ``answers``: greedy answers of a chat model to fixed factual questions, checked for the expected words;
+  greedy continuations of plain text.
 - ``quality``: perplexity, agreement with a reference and answers to fixed questions, per weight format.
 - ``plots``: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
@@ -41,9 +43,10 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``quant``: bitsandbytes opened up: where the bytes go, LLM.int8() by hand.
 - ``placement``: memory budgets, where ``device_map`` put each layer, several GPUs.
 - ``roofline``: the decode ceiling over batch sizes; every technique's share of the speed of light.
-- ``speed``: decode modes against the speed of light (interleaved by the protocol), the roofline.
-- ``recommend``: the Pareto front and a recommender over measured tables.
-- ``training``: LoRA training on the workbook's own prose, padded or packed.
+- ``speed``: decode modes against the speed of light (interleaved by the protocol), the roofline; the compiled
+  greedy loop against ``generate`` on a real prompt.
+- ``recommend``: the Pareto front and a recommender over measured tables, with an optional perplexity limit.
+- ``training``: LoRA training on the workbook's own prose, padded or packed; sentences to teach a trained model.
 """
 
 __version__ = "0.1.0"
