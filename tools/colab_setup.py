@@ -115,6 +115,20 @@ def _loaded_modules_of(dists: set[str]) -> list[str]:
     )
 
 
+def _no_deps_missing(root: Path) -> list[str]:
+    """Pins of ``requirements-no-deps.txt`` (the trained model's package) not installed at that version."""
+    path = root / "requirements-no-deps.txt"
+    pins = [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    missing = []
+    for pin in pins:
+        have = installed(Requirement(pin).name)
+        if have is None or have not in Requirement(pin).specifier:
+            missing.append(pin)
+    return missing
+
+
 def main(argv: list[str] = ()) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="print the plan, install nothing")
@@ -130,13 +144,18 @@ def main(argv: list[str] = ()) -> int:
             pins.write("".join(f"{n}=={v}\n" for n, v in keep.items()))
             pins.flush()
             _pip("install", "--quiet", *install, "--constraint", pins.name)
+    no_deps = _no_deps_missing(ROOT)  # packages whose declared dependencies must not come along
+    if no_deps:
+        _pip("install", "--quiet", "--no-deps", *no_deps)
     if not _workbook_installed(ROOT):
         _pip("install", "--quiet", "--no-deps", "--editable", str(ROOT))
     if str(ROOT) not in sys.path:  # this kernel started before the editable install, so it cannot see it yet
         sys.path.insert(0, str(ROOT))
     after = _versions()
     changed = {n for n, v in after.items() if before.get(n) != v}
-    asked = {canonicalize_name(Requirement(r).name) for r in install} | {canonicalize_name(_name(ROOT))}
+    asked = {canonicalize_name(Requirement(r).name) for r in install + no_deps} | {
+        canonicalize_name(_name(ROOT))
+    }
     names = [f"{n} {after[n]}" for n in sorted(changed & asked)]
     more = f" (and {len(changed - asked)} packages they need)" if changed - asked else ""
     print(f"Colab set-up: installed {', '.join(names) or 'nothing new'}{more}; kept Colab's {kept}.")
