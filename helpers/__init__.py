@@ -11,6 +11,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``busy``: the GPU's busy share of a timed call (kernel time / wall time) and the host-bound flag.
 - ``protocol``: the one measuring protocol: warm-up, interleaved variants, repeat until the median is known to
   ±2% or a time budget is spent; every figure with its interval.
+- ``flash4``: FlashAttention-4 (the flash-attn-4 package), found by running it; its compile time apart.
 - ``probes``: which attention paths and bitsandbytes modes run here, found by running them.
 - ``ceilings``: the card's speed of light, from its datasheet and measured here.
 - ``profiles``: sizes chosen from the hardware, one table per chapter.
@@ -38,6 +39,8 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``plots``: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
 - ``legacy``: translate the 2023 guide's calls into today's API.
+- ``prose``: sentences that state a measured figure, written by code from the results (``prose.say``); the rule
+  that markdown states none.
 - ``texts``: real English sentences and paraphrases for the encoder chapters.
 - ``fastpath``: PyTorch's nested-tensor encoder fast path (what BetterTransformer ran).
 - ``quant``: bitsandbytes opened up: where the bytes go, LLM.int8() by hand.

@@ -19,6 +19,7 @@ from .errors import WorkbookError
 from .hardware import DeviceInfo, device, device_info, host_info, versions
 from .probes import attention_support, flash_path, quantization_support
 from .profiles import Profile
+from .protocol import Protocol
 
 
 @dataclass
@@ -157,6 +158,11 @@ class Chapter:
     def flash_note(self) -> str:
         """A sentence saying what ``flash`` is on this machine."""
         return flash_path(variants.dtype_of(self.sizes["dtype"]))[1]
+
+    @property
+    def protocol(self) -> Protocol:
+        """The measuring protocol for this chapter's sweeps, from the profile (see ``helpers/protocol.py``)."""
+        return Protocol(**self.profile.protocol)
 
     @property
     def memory_column(self) -> str:

@@ -47,8 +47,8 @@ def translate(fallback: bool = True, **old) -> Translation:
     """Turn 2023-era ``from_pretrained`` kwargs into today's.
 
     ``use_flash_attention_2=True`` -> ``attn_implementation="flash_attention_2"``; when the
-    flash-attn package is missing and ``fallback`` is on, ``"sdpa"`` instead (PyTorch's SDPA runs
-    FlashAttention-2 kernels on supported GPUs), and the notes say so.
+    flash-attn package is missing and ``fallback`` is on, ``"sdpa"`` instead (PyTorch's SDPA, which picks
+    one of its kernels per call: FlashAttention-2, cuDNN's or the memory-efficient one), and the notes say so.
     ``load_in_4bit``/``load_in_8bit`` (+ ``bnb_4bit_*``/``llm_int8_*``) -> ``quantization_config``.
     ``torch_dtype`` -> ``dtype``. Unrelated kwargs pass through unchanged.
     """
@@ -74,7 +74,8 @@ def translate(fallback: bool = True, **old) -> Translation:
                 notes.append(
                     "use_flash_attention_2=True -> attn_implementation='sdpa': the flash-attn package "
                     "is not installed here, so PyTorch's SDPA runs instead (on a recent NVIDIA GPU in "
-                    "fp16/bf16 it picks FlashAttention-2 kernels; pin them with attention='sdpa-flash')"
+                    "fp16/bf16 it picks one of its FlashAttention-2, cuDNN and memory-efficient kernels per "
+                    "call; pin FlashAttention-2 with attention='sdpa-flash', or install flash-attn-4 for 'fa4')"
                 )
             else:
                 notes.append("use_flash_attention_2=True -> attn_implementation='flash_attention_2'")

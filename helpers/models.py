@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import catalog, checkpoints, variants
+from . import catalog, checkpoints, flash4, variants
 from .errors import WorkbookError
 from .hardware import device, free_memory, sync
 from .request import Request, bnb_config, check_request, request  # noqa: F401 - part of models' API
@@ -75,9 +75,11 @@ class Loaded:
         return self
 
     def describe(self) -> dict:
-        """The labels a result row carries: model, weights, attention, dtype."""
+        """The labels a result row carries: model, weights, attention, dtype; for ``fa4`` also the package and
+        version that ran (``kernel_package``)."""
         r = self.request
-        return {"model": r.model, "weights": r.weights, "attention": r.attention, "dtype": r.dtype}
+        row = {"model": r.model, "weights": r.weights, "attention": r.attention, "dtype": r.dtype}
+        return {**row, **(flash4.describe() if r.attention == "fa4" else {})}
 
 
 def load(

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import variants
+from . import flash4, variants
 from .hardware import device
 
 
@@ -56,7 +56,7 @@ def has_module(name: str) -> bool:
 def flash_package_problem(
     variant: variants.AttentionVariant, dtype: torch.dtype, dev: torch.device
 ) -> str | None:
-    """Why ``fa2``/``fa3``/``fa4`` cannot run here, or ``None`` if it can."""
+    """Why ``fa2``/``fa3``/``fa4`` cannot run here, or ``None`` if it can (``fa4``: see ``flash4.problem``)."""
     from transformers.utils import is_flash_attn_2_available  # transformers is heavy: only when asked
 
     if dev.type != "cuda":
@@ -67,8 +67,8 @@ def flash_package_problem(
         return "the flash-attn package is not installed"
     if variant.name == "fa3" and not has_module("flash_attn_interface"):
         return "the FlashAttention-3 package (flash_attn_interface) is not installed"
-    if variant.name == "fa4" and not has_module("flash_attn.cute"):
-        return "the FlashAttention-4 package (flash_attn.cute) is not installed"
+    if variant.name == "fa4":
+        return flash4.problem(dtype, dev)
     return None
 
 

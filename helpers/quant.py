@@ -157,7 +157,9 @@ def bnb_int8_linear(linear: nn.Linear, threshold: float, device) -> nn.Module:
     )
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.data.clone().cpu(), requires_grad=False)
-    return layer.to(device)
+    # inference mode, as in a loaded model: bitsandbytes 0.50's CPU path runs LLM.int8() only there (in training
+    # mode it multiplies dequantized weights, and the threshold changes nothing)
+    return layer.to(device).eval()
 
 
 def load_sized(name: str, **load_kwargs):

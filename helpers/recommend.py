@@ -26,26 +26,58 @@ def _check(df: pd.DataFrame, memory: str = "peak_alloc_gib") -> pd.DataFrame:
     return df[df.status == "ok"].copy()
 
 
+def interval(df: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """(low, high) of ``column`` per row: its confidence interval where the protocol wrote one (``{column}_ci_low``
+    and ``_ci_high``), else the value itself (a point measured without the protocol has no interval)."""
+    low, high = f"{column}_ci_low", f"{column}_ci_high"
+    if low in df and high in df:
+        return df[low].fillna(df[column]), df[high].fillna(df[column])
+    return df[column], df[column]
+
+
 def pareto(df: pd.DataFrame, memory: str = "peak_alloc_gib", speed: str = "decode_tok_s") -> pd.Series:
-    """True for the rows no other row beats on both counts (less or equal memory and more or equal speed,
-    better on at least one). Rows that did not run are never on the front."""
+    """True for the rows no other row beats on both counts: less or equal memory and more speed, beyond the
+    measurement's noise. Speed is compared by its confidence interval (``interval``): a row is beaten only by
+    one whose interval lies wholly above its own; rows whose intervals overlap are ties, and ties stay on the
+    front together (``ties`` names them). Memory, a peak of one run, is compared as measured. Rows that did not
+    run are never on the front."""
     ok = df.status == "ok" if "status" in df else pd.Series(True, index=df.index)
     ok &= df[memory].notna() & df[speed].notna()
+    low, high = interval(df, speed)
     front = pd.Series(False, index=df.index)
-    for i, row in df[ok].iterrows():
-        others = df[ok].drop(index=i)
-        dominated = (
-            (others[memory] <= row[memory])
-            & (others[speed] >= row[speed])
-            & ((others[memory] < row[memory]) | (others[speed] > row[speed]))
-        ).any()
-        front[i] = not dominated
+    for i in df.index[ok]:
+        others = df.index[ok].drop(i)
+        beaten = (df.loc[others, memory] <= df.at[i, memory]) & (low[others] > high[i])
+        front[i] = not beaten.any()
     return front
 
 
-def request_seconds(row, new_tokens: int) -> float:
-    """Time to serve one request of ``new_tokens`` tokens: prefill, then one decode step per further token."""
-    return (row["prefill_ms"] + max(new_tokens - 1, 0) * row["decode_ms_per_token"]) / 1e3
+def ties(df: pd.DataFrame, speed: str = "decode_tok_s") -> list[set]:
+    """Groups of rows (index labels) whose ``speed`` intervals overlap pairwise: measurements that cannot tell
+    them apart. Single rows are left out."""
+    low, high = interval(df, speed)
+    groups = []
+    for i in df.index:
+        tied = {j for j in df.index if j != i and low[j] <= high[i] and low[i] <= high[j]}
+        if tied and all(low[a] <= high[b] for a in tied for b in tied):
+            group = tied | {i}
+            if group not in groups:
+                groups.append(group)
+    return groups
+
+
+def request_seconds(row, new_tokens: int, bound: str = "") -> float:
+    """Time to serve one request of ``new_tokens`` tokens: prefill, then one decode step per further token.
+    ``bound="low"`` or ``"high"``: the same from the ends of the protocol's intervals, where the row has them."""
+    prefill, step = row["prefill_ms"], row["decode_ms_per_token"]
+    if bound:
+        prefill = row.get(f"prefill_ci_{bound}_ms", prefill)
+        step = row.get(f"decode_step_ci_{bound}_ms", step)
+        prefill, step = (
+            (row["prefill_ms"] if pd.isna(prefill) else prefill),
+            (row["decode_ms_per_token"] if pd.isna(step) else step),
+        )
+    return (prefill + max(new_tokens - 1, 0) * step) / 1e3
 
 
 def recommend(
@@ -85,6 +117,8 @@ def recommend(
     if rows.empty:
         return None, f"Nothing measured is within +{max_ppl_increase_pct:g}% perplexity.{left_out}", rows
     rows["request_s"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens)
+    rows["request_s_ci_low"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens, bound="low")
+    rows["request_s_ci_high"] = rows.apply(request_seconds, axis=1, new_tokens=new_tokens, bound="high")
     rows["fits"] = rows[memory] <= budget_gib
     rows = rows.sort_values(["fits", "request_s"], ascending=[False, True])
     rows = rows.drop_duplicates(
@@ -108,10 +142,17 @@ def recommend(
         f"{name(best)}: {best.request_s:.2f} s per request of {new_tokens} tokens, needs {best[memory]:.3g} GiB "
         f"of {budget_gib:.3g} ({where})."
     )
-    if len(fitting) > 1:
+    tied = fitting.iloc[1:][fitting.iloc[1:].request_s_ci_low <= best.request_s_ci_high]
+    if not tied.empty:
+        why += (
+            f" Tied with {', '.join(name(r) for _, r in tied.iterrows())}: their intervals overlap "
+            f"({best.request_s_ci_low:.2f}-{best.request_s_ci_high:.2f} s for the first), so the measurement "
+            "cannot rank them; prefer the one that needs less memory or keeps more quality."
+        )
+    elif len(fitting) > 1:
         second = fitting.iloc[1]
         why += f" Next: {name(second)} at {second.request_s:.2f} s."
-    faster = rows[(~rows.fits) & (rows.request_s < best.request_s)]
+    faster = rows[(~rows.fits) & (rows.request_s_ci_high < best.request_s_ci_low)]
     if not faster.empty:
         f = faster.iloc[0]
         why += f" {name(f)} would be faster ({f.request_s:.2f} s) but needs {f[memory]:.3g} GiB."

@@ -52,7 +52,7 @@ ATTENTION: dict[str, AttentionVariant] = {
             "sdpa",
             "FLASH_ATTENTION",
             None,
-            "SDPA pinned to its FlashAttention-2 kernels (fp16/bf16 only)",
+            "SDPA pinned to its FlashAttention-2 kernels (fp16/bf16 on a GPU; a CPU has an fp32 flash kernel)",
         ),
         AttentionVariant(
             "sdpa-efficient",

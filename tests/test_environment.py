@@ -1,7 +1,11 @@
+import os
+from pathlib import Path
+
 import pytest
+import tomllib
 import torch
 
-from helpers import ceilings, environment, hardware, probes, profiles
+from helpers import ceilings, environment, flash4, hardware, probes, profiles, timing
 from helpers.errors import WorkbookError
 
 
@@ -76,9 +80,35 @@ def test_measured_peaks_are_positive_and_plausible():
     assert 0 < tflops < 5000 and 0 < gbs < 20000
 
 
+def test_measured_peaks_divide_the_work_by_the_median_time(monkeypatch):
+    """The arithmetic, with the timer replaced: a 256-wide matmul is 2 * 256**3 FLOP; the copy on a CPU moves
+    2**26 bytes twice (read + write). A wrong count, a mean instead of the median or a unit slip fails here."""
+    times = iter([[1.0, 2.0, 9.0], [4.0, 5.0, 50.0]])  # milliseconds; the medians are 2 ms and 5 ms
+    monkeypatch.setattr(ceilings, "time_callable", lambda fn, **kw: timing.Timing(next(times), 3))
+    monkeypatch.setattr(ceilings, "device", lambda: torch.device("cpu"))
+    tflops, gbs = ceilings.measure_peaks(size=256, reps=3)
+    assert tflops == pytest.approx(2 * 256**3 / 2e-3 / 1e12)
+    assert gbs == pytest.approx(2 * 2**26 / 5e-3 / 1e9)
+
+
 def test_profile_from_hardware_and_override(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
     auto = profiles.profile()
-    assert auto.name == ("cpu" if not torch.cuda.is_available() else auto.name)
+    info = hardware.device_info()
+    expected = "cpu" if info.kind == "cpu" else "large-gpu" if (info.memory_gib or 0) >= 40 else "small-gpu"
+    assert auto.name == expected, (auto.name, info)
+    monkeypatch.setattr(
+        profiles,
+        "device_info",
+        lambda: hardware.DeviceInfo("cpu", "a CPU", 0, None, None, False, "x86_64", 2),
+    )
+    assert profiles.profile().name == "cpu"
+    monkeypatch.setattr(
+        profiles,
+        "device_info",
+        lambda: hardware.DeviceInfo("cuda", "a card", 1, 80.0, "9.0", True, "x86_64", 16),
+    )
+    assert profiles.profile().name == "large-gpu"
     assert profiles.profile("large-gpu").decoder == "llama-2-7b"
     monkeypatch.setenv("WORKBOOK_PROFILE", "small-gpu")
     assert profiles.profile().name == "small-gpu"
@@ -120,3 +150,50 @@ def test_a_bad_memory_cap_names_the_fix(monkeypatch, value):
     monkeypatch.setenv("WORKBOOK_GPU_MEMORY_GIB", value)
     with pytest.raises(WorkbookError, match="WORKBOOK_GPU_MEMORY_GIB"):
         hardware.gpu_memory_cap()
+
+
+def test_fa4_is_unsupported_here_with_a_reason_that_names_the_fix(monkeypatch):
+    """On this CPU (CI) fa4 is unsupported, with the reason; on a GPU each gate is tried with a faked card."""
+    assert flash4.problem(torch.bfloat16, torch.device("cpu")) == "needs an NVIDIA GPU (this is a CPU)"
+    cuda = torch.device("cuda", 0)
+    assert "fp16 or bf16" in flash4.problem(torch.float32, cuda)
+    monkeypatch.setattr(flash4, "capability", lambda dev: (8, 0))
+    assert flash4.problem(torch.bfloat16, cuda) == (
+        "needs a Hopper (SM90) or Blackwell (SM100/SM103) GPU; this card is SM80"
+    )
+    monkeypatch.setattr(flash4, "capability", lambda dev: (9, 0))
+    monkeypatch.setattr(flash4, "version", lambda: None)
+    assert 'pip install -e ".[flash]"' in flash4.problem(torch.bfloat16, cuda)
+    monkeypatch.setattr(flash4, "version", lambda: flash4.PIN)
+    monkeypatch.setattr(
+        flash4, "first_call", lambda dtype, dev: flash4.FirstCall(False, "ImportError: no cutlass")
+    )
+    assert flash4.problem(torch.bfloat16, cuda) == "ImportError: no cutlass", (
+        "the call decides, not the version"
+    )
+    ok = flash4.FirstCall(True, "ran", first_s=12.5, warm_s=0.5)
+    monkeypatch.setattr(flash4, "first_call", lambda dtype, dev: ok)
+    assert flash4.problem(torch.bfloat16, cuda) is None and ok.compile_s == 12.0
+
+
+def test_fa4_probe_row_and_rows_name_the_package(monkeypatch):
+    table = probes.attention_support().set_index("attention")
+    if not torch.cuda.is_available():
+        assert not table.runs_here["fa4"] and table.detail["fa4"] == "needs an NVIDIA GPU (this is a CPU)"
+    monkeypatch.setattr(flash4, "version", lambda: "4.0.0b36")
+    assert flash4.describe() == {"kernel_package": "flash-attn-4 4.0.0b36"}
+
+
+def test_the_flash_extra_pins_the_version_the_probe_names():
+    extra = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["flash"]
+    assert extra[0].startswith(f"flash-attn-4[cu13]=={flash4.PIN};"), extra
+
+
+def test_fa4_kernel_cache_goes_under_the_workbook_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
+    monkeypatch.delenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", raising=False)
+    monkeypatch.delenv("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", raising=False)
+    assert flash4.enable_kernel_cache() == tmp_path / "fa4-kernels"
+    assert os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] == "1"

@@ -11,6 +11,8 @@ import pytest
 import tomllib
 import yaml
 
+from helpers import prose
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -79,12 +81,26 @@ def test_ci_runs_the_readme_test_command():
     assert "./workbook test" in (ROOT / ".ci/run").read_text()
 
 
-def test_readme_headline_is_generated_from_results():
+def _readme_block_and_tool_output(marker: str, tool: str) -> tuple[str, str]:
+    """The README's text between ``<!-- marker:start -->`` and ``:end``, and what ``tools/<tool>`` prints."""
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- headline:start -->\n")[1].split("<!-- headline:end -->")[0]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tools/headline.py")], capture_output=True, text=True, check=True
-    ).stdout
+    block = readme.split(f"<!-- {marker}:start -->\n")[1].split(f"<!-- {marker}:end -->")[0]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / tool)], capture_output=True, text=True, check=True
+    )
+    return block, run.stdout
+
+
+def test_readme_reproduction_table_is_generated_from_results():
+    block, out = _readme_block_and_tool_output("reproduce", "drift_table.py")
+    assert block == out, "Fix: python tools/drift_table.py --write"
+    assert len(re.findall(r"^\| (forward|prefill|decode) ", block, re.M)) >= 15, (
+        "every shipped figure is listed"
+    )
+
+
+def test_readme_headline_is_generated_from_results():
+    block, out = _readme_block_and_tool_output("headline", "headline.py")
     assert block == out, "regenerate the README table: python tools/headline.py"
 
 
@@ -106,6 +122,39 @@ def test_notebook_reads_like_a_chapter(path):
             assert statements <= 15 and len(c.source.splitlines()) <= 40, (
                 f"a long cell belongs in helpers/: {c.source[:60]!r}"
             )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_measured_figure_is_typed_into_markdown(path):
+    """A figure typed into prose goes stale on the next run: sentences that state one are written by code from the
+    results (``prose.say``). Figures quoted from the 2023 guide name the guide; settings and card sizes may stay."""
+    nb = nbformat.read(path, as_version=4)
+    stated = [s for c in nb.cells if c.cell_type == "markdown" for s in prose.figures(c.source)]
+    assert not stated, (
+        f"{path.name} states measured figures in markdown: {stated}. Fix: write them with prose.say"
+    )
+
+
+@pytest.mark.parametrize(
+    "sentence,flagged",
+    [
+        ("The compiled loop was 5.97x faster.", True),
+        ("Decode ran at 42.3 tok/s on the H100.", True),
+        ("It needs about 20 GiB and no longer fits.", True),
+        ("fp4: 76 ms for eager, 38 ms for sdpa-efficient.", True),
+        ("LoRA on bf16 holds about 3.5 times the 4-bit weights.", True),
+        ("Perplexity rises by 22.6% in nf4.", True),
+        ('The guide promised "up to 20x" less memory.', False),
+        ("The guide ran T5-11B (42 GB in fp32) on Colab.", False),
+        ("On a 15 GB T4 the small profile runs.", False),
+        ("Each setup gets a per-GPU budget of 60% of the bf16 weights.", False),
+        ("Reading 4x fewer weight bytes can make it faster.", False),
+        ("Layer 12 of 32 moves to the CPU.", False),
+        ("Each median has a 95% interval.", False),
+    ],
+)
+def test_the_prose_rule_catches_measured_figures_only(sentence, flagged):
+    assert bool(prose.figures(sentence)) == flagged, prose.figures(sentence)
 
 
 AWAITING_GPU = "stored outputs: not yet (awaiting a GPU run)"
@@ -273,3 +322,16 @@ def test_readme_plots_are_small_pngs_drawn_from_results():
         assert len(fig.data) >= 2, f"{name}: its figure draws the saved results"
         png_size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert png_size == static_figures.size(fig.to_plotly_json()), name
+
+
+def test_a_said_sentence_is_shown_once_and_stays_a_string(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shown = []
+    shell.display_pub.publish = lambda data, **kw: shown.append(data)
+    said = shell.run_cell("from helpers import prose\nprose.say('Decode ran at **12.5** tok/s.')").result
+    assert said == "Decode ran at **12.5** tok/s." and isinstance(said, str)
+    assert [d.get("text/markdown") for d in shown] == ["Decode ran at **12.5** tok/s."], shown
+    assert "12.5" not in capsys.readouterr().out, "the cell's value is not shown again"
+    assert prose.times(3.456) == "3.5x" and prose.times(12.3) == "12x"

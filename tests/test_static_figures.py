@@ -129,7 +129,7 @@ def test_tool_adds_pngs_once_and_changes_nothing_else(tmp_path):
     nbformat.write(_synthetic(), path)
     before = path.read_text()
     assert sf.main([str(path), "--check"]) == 1
-    assert sf.main([str(path)]) == 0
+    assert sf.main([str(path), "--keep-html"]) == 0
     after = path.read_text()
     assert sf.main([str(path), "--check"]) == 0
 
@@ -154,8 +154,18 @@ def test_tool_adds_pngs_once_and_changes_nothing_else(tmp_path):
     assert all(line.strip() == "}," for line in added)
 
     # idempotent: a second run replaces each PNG with the same bytes
-    assert sf.main([str(path)]) == 0
+    assert sf.main([str(path), "--keep-html"]) == 0
     assert path.read_text() == after
+
+    # the default run also removes the plotly outputs' HTML, and nothing else
+    assert sf.main([str(path)]) == 0
+    dropped = json.loads(path.read_text())
+    assert all("text/html" not in o["data"] for o in sf.plotly_outputs(dropped))
+    for o in sf.plotly_outputs(stripped):
+        o["data"].pop("text/html", None)
+    for o in sf.plotly_outputs(dropped):
+        del o["data"][sf.PNG]
+    assert dropped == stripped
 
 
 @needs_chromium

@@ -227,3 +227,40 @@ def test_pareto_and_facet_plots_draw_every_row():
     bars = plots.facet_bars(grid, "attention", "decode_tok_s", "weights", "workload")
     labels = [t for tr in bars.data for t in tr.text]
     assert "OOM" in labels and len(labels) == len(grid)
+
+
+def _with_intervals(grid: pd.DataFrame, half_width: float) -> pd.DataFrame:
+    """The grid as the protocol writes it: each speed and time with a confidence interval of +-half_width."""
+    g = grid.copy()
+    for col, unit in (("decode_tok_s", ""), ("prefill_ms", "_ms"), ("decode_ms_per_token", "_ms")):
+        name = {"prefill_ms": "prefill", "decode_ms_per_token": "decode_step"}.get(col, col)
+        g[f"{name}_ci_low{unit}"] = g[col] * (1 - half_width)
+        g[f"{name}_ci_high{unit}"] = g[col] * (1 + half_width)
+    return g
+
+
+def test_pareto_keeps_points_the_intervals_cannot_separate_and_names_the_ties():
+    grid = _grid()
+    narrow, wide = _with_intervals(grid, 0.001), _with_intervals(grid, 0.5)
+    assert (
+        recommend.pareto(narrow).tolist()
+        == recommend.pareto(grid).tolist()
+        == [True, True, False, False, False]
+    )
+    # eager (more memory) cannot be told from sdpa within +-50%; int8 is still beaten by nf4 beyond the noise
+    assert recommend.pareto(wide).tolist() == [True, True, True, False, False]
+    assert recommend.ties(grid[grid.status == "ok"]) == []
+    groups = recommend.ties(wide[wide.status == "ok"])
+    assert groups and all(len(g) >= 2 for g in groups)
+
+
+def test_recommender_says_when_the_best_is_tied():
+    kw = dict(budget_gib=16, prompt_len=512, new_tokens=64, batch_size=1)
+    best, why, ranked = recommend.recommend(_with_intervals(_grid(), 0.001), **kw)
+    assert "Tied" not in why and "Next:" in why
+    best, why, ranked = recommend.recommend(_with_intervals(_grid(), 0.5), **kw)
+    assert (best.attention, best.weights) == ("sdpa", "bf16")
+    assert "Tied with" in why and "intervals overlap" in why, why
+    assert (ranked.request_s_ci_low <= ranked.request_s).all() and (
+        ranked.request_s <= ranked.request_s_ci_high
+    ).all()
