@@ -36,6 +36,7 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``answers``: greedy answers of a chat model to fixed factual questions, checked for the expected words;
   greedy continuations of plain text.
 - ``quality``: perplexity, agreement with a reference and answers to fixed questions, per weight format.
+- ``charts``: static charts of a results table (bars, faceted bars, the Pareto front); log ticks in full.
 - ``plots``: live figures that gain a point per measurement.
 - ``widgets``: control panels whose errors show in the panel, never kill the kernel.
 - ``legacy``: translate the 2023 guide's calls into today's API.

@@ -10,13 +10,15 @@ crosses on the x axis with their status, so a gap is never silent.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 from IPython.display import clear_output, display
+from plotly.subplots import make_subplots
+
+from .charts import finite, log_ticks, tick_text
 
 
 class LivePlot:
@@ -26,7 +28,11 @@ class LivePlot:
     ``sol=True``: beside each line, a dashed line of what the card could do for the same points (its
     speed of light: bytes over bandwidth for decode, FLOPs over peak for prefill and forward passes),
     and each point labelled with the fraction it reached. Needs rows measured with ``sol=`` (they carry
-    ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``workload.against_sol``).
+    ``sol_fraction_bandwidth`` or ``sol_fraction_compute``; see ``workload.against_sol``). The dashed line
+    takes its series' colour and legend entry; the fraction labels every point of a panel of at most four
+    lines, and goes to the hover text beyond that, where labels would pile up.
+    ``facet``: one panel per value of this column, side by side on one y axis (e.g. a panel per weight format
+    for a grid of many lines); a line's colour means the same in every panel.
     """
 
     def __init__(
@@ -41,8 +47,9 @@ class LivePlot:
         ceiling: tuple[float, str] | None = None,
         height: int = 420,
         sol: bool = False,
+        facet: str | None = None,
     ):
-        self.x, self.y, self.color, self.sol = x, y, color, sol
+        self.x, self.y, self.color, self.sol, self.facet = x, y, color, sol, facet
         self.title, self.log_x, self.log_y, self.ceiling, self.height = title, log_x, log_y, ceiling, height
         self.rows: list[dict] = []
         self._handle = None
@@ -70,84 +77,48 @@ class LivePlot:
     def figure(self) -> go.Figure:
         """The current state as a plain ``go.Figure``: one line per label (bars when ``x`` is a name,
         e.g. an attention path), and a red cross per x where some point was not measured."""
-        fig = go.Figure()
-        ok = [r for r in self.rows if r.get("status", "ok") == "ok" and _finite(r.get(self.y))]
-        bad = [r for r in self.rows if r.get("status", "ok") != "ok"]
+        panels = list(dict.fromkeys(r.get(self.facet) for r in self.rows)) if self.facet else [None]
+        if self.facet:
+            fig = make_subplots(
+                rows=1,
+                cols=max(len(panels), 1),
+                shared_yaxes=True,
+                horizontal_spacing=0.03,
+                subplot_titles=[f"{self.facet}={v}" for v in panels],
+            )
+        else:
+            fig = go.Figure()
+        labels = list(dict.fromkeys(self._label(r) for r in self.rows))
+        palette = px.colors.qualitative.Plotly if len(labels) <= 10 else px.colors.qualitative.Dark24
+        colors = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
         categorical = any(isinstance(r.get(self.x), str) for r in self.rows)
-        for label in dict.fromkeys(self._label(r) for r in self.rows):
-            pts = [r for r in ok if self._label(r) == label]
-            if not pts:
-                continue
-            if categorical:
-                fig.add_trace(
-                    go.Bar(
-                        x=[r[self.x] for r in pts],
-                        y=[r[self.y] for r in pts],
-                        name=label,
-                        text=[f"{r[self.y]:.3g}" for r in pts],
-                        textposition="outside",
-                    )
-                )
-            else:
-                pts.sort(key=lambda r: r[self.x])
-                fractions = [sol_fraction(r, self.y) for r in pts] if self.sol else []
-                fig.add_trace(
-                    go.Scatter(
-                        x=[r[self.x] for r in pts],
-                        y=[r[self.y] for r in pts],
-                        mode="lines+markers+text" if fractions else "lines+markers",
-                        name=label,
-                        text=[f"{f:.0%}" if f else "" for f in fractions],
-                        textposition="top center",
-                    )
-                )
-                limits = [(r[self.x], sol_limit(r, self.y)) for r in pts]
-                limits = [(x, v) for x, v in limits if v is not None]
-                if self.sol and limits:
-                    fig.add_trace(
-                        go.Scatter(
-                            x=[x for x, _ in limits],
-                            y=[v for _, v in limits],
-                            mode="lines",
-                            name=f"{label} · speed of light",
-                            line=dict(dash="dash", width=1),
-                        )
-                    )
-        if bad:
-            ys = [r[self.y] for r in ok]
-            floor = (min(ys) * 0.8 if ys else 1) if self.log_y else 0
-            by_x: dict = {}
-            for r in bad:
-                by_x.setdefault(r[self.x], []).append(r)
-            fig.add_trace(
-                go.Scatter(
-                    x=list(by_x),
-                    y=[floor] * len(by_x),
-                    mode="markers+text",
-                    name="not measured",
-                    marker=dict(symbol="x", size=12, color="crimson"),
-                    textposition="top center",
-                    text=[
-                        " / ".join(f"{n} {st}" for st, n in Counter(r.get("status") for r in rs).items())
-                        for rs in by_x.values()
-                    ],
-                    hovertext=[
-                        "<br>".join(f"{self._label(r)}: {str(r.get('error', ''))[:90]}" for r in rs)
-                        for rs in by_x.values()
-                    ],
-                )
+        shown: set[str] = set()
+        ys = [r[self.y] for r in self.rows if r.get("status", "ok") == "ok" and finite(r.get(self.y))]
+        floor = (min(ys) * 0.8 if ys else 1) if self.log_y else 0  # where crosses for points not measured sit
+        failed = Counter(
+            f"{self._label(r)} {r.get('status')}" for r in self.rows if r.get("status", "ok") != "ok"
+        )
+        missing = "not measured: " + ", ".join(f"{k} (x{n})" for k, n in failed.items())
+        missing = missing if len(missing) <= 100 else missing[:99] + "…"
+        for col, panel in enumerate(panels, start=1):
+            rows = [r for r in self.rows if not self.facet or r.get(self.facet) == panel]
+            where = dict(row=1, col=col) if self.facet else {}
+            self._draw_panel(
+                fig, rows, labels, colors, categorical, shown, where, floor, len(panels) > 2, missing
             )
         if self.ceiling:
             fig.add_hline(y=self.ceiling[0], line_dash="dash", annotation_text=self.ceiling[1])
         fig.update_layout(
             title=self.title or f"{self.y} vs {self.x}",
-            xaxis_title=self.x,
-            yaxis_title=self.y,
             height=self.height,
             template="plotly_white",
             legend_title_text=_legend(self.color),
             barmode="group",
         )
+        if self.facet:  # the legend below the panels, so that they keep the figure's width
+            fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, x=0), margin=dict(b=120))
+        fig.update_xaxes(title_text=self.x)
+        fig.update_yaxes(title_text=self.y, **({"col": 1} if self.facet else {}))
         if categorical:
             fig.update_xaxes(
                 type="category",
@@ -155,17 +126,124 @@ class LivePlot:
                 categoryarray=list(dict.fromkeys(r[self.x] for r in self.rows)),
             )
         if self.log_x:
-            fig.update_xaxes(type="log")
+            xs = sorted({float(r[self.x]) for r in self.rows if finite(r.get(self.x)) and r[self.x] > 0})
+            # a few swept values (batch sizes 1, 4, 16): ticks at exactly those; else 1-2-5 in each decade
+            ticks = dict(tickvals=xs, ticktext=[tick_text(x) for x in xs]) if len(xs) <= 10 else log_ticks(xs)
+            fig.update_xaxes(type="log", **ticks)
         if self.log_y:
-            fig.update_yaxes(type="log")
+            ys = [r.get(self.y) for r in self.rows]
+            if self.sol:
+                ys += [sol_limit(r, self.y) for r in self.rows]
+            fig.update_yaxes(type="log", **log_ticks(ys))
         return fig
+
+    def _draw_panel(
+        self, fig, rows, labels, colors, categorical, shown, where, floor, narrow, missing
+    ) -> None:
+        """The traces of one panel (the whole figure without ``facet``); ``narrow``: one of three or more, whose
+        crosses name what was not measured in the legend (``missing``) instead of beside them."""
+        ok = [r for r in rows if r.get("status", "ok") == "ok" and finite(r.get(self.y))]
+        bad = [r for r in rows if r.get("status", "ok") != "ok"]
+        drawn = [label for label in labels if any(self._label(r) == label for r in ok)]
+        limits = {label: self._limits([r for r in ok if self._label(r) == label]) for label in drawn}
+        sharing = Counter(tuple(v) for v in limits.values() if v)  # paths doing the same work share one limit
+        drawn_limits: set[tuple] = set()
+        for i, label in enumerate(drawn):
+            pts = [r for r in ok if self._label(r) == label]
+            first = label not in shown
+            shown.add(label)
+            style = dict(name=label, legendgroup=label, showlegend=first)
+            if categorical:
+                fig.add_trace(
+                    go.Bar(
+                        x=[r[self.x] for r in pts],
+                        y=[r[self.y] for r in pts],
+                        text=[f"{r[self.y]:.3g}" for r in pts],
+                        textposition="outside",
+                        marker_color=colors[label],
+                        **style,
+                    ),
+                    **where,
+                )
+                continue
+            pts.sort(key=lambda r: r[self.x])
+            fractions = [sol_fraction(r, self.y) for r in pts] if self.sol else []
+            shares = [f"{f:.0%}" if f else "" for f in fractions]
+            labelled = any(fractions) and len(drawn) <= 4  # more lines: labels would pile up; hover has them
+            fig.add_trace(
+                go.Scatter(
+                    x=[r[self.x] for r in pts],
+                    y=[r[self.y] for r in pts],
+                    mode="lines+markers+text" if labelled else "lines+markers",
+                    text=shares if labelled else None,
+                    hovertext=[f"{label}: {s} of the speed of light" for s in shares]
+                    if any(fractions)
+                    else None,
+                    textposition="top center" if i % 2 == 0 else "bottom center",  # neighbours alternate
+                    cliponaxis=False,
+                    line_color=colors[label],
+                    **style,
+                ),
+                **where,
+            )
+            own = limits[label]
+            if own and (sharing[tuple(own)] == 1 or tuple(own) not in drawn_limits):
+                shared = sharing[tuple(own)] > 1
+                drawn_limits.add(tuple(own))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[x for x, _ in own],
+                        y=[v for _, v in own],
+                        mode="lines",
+                        name="speed of light (all these lines)" if shared else f"{label} · speed of light",
+                        legendgroup="speed of light" if shared else label,
+                        showlegend=False,
+                        line=dict(dash="dash", width=1, color="gray" if shared else colors[label]),
+                    ),
+                    **where,
+                )
+        if bad:
+            by_x: dict = {}
+            for r in bad:
+                by_x.setdefault(r[self.x], []).append(r)
+            counts = [
+                " / ".join(f"{n} {st}" for st, n in Counter(r.get("status") for r in rs).items())
+                for rs in by_x.values()
+            ]
+            fig.add_trace(
+                go.Scatter(
+                    x=list(by_x),
+                    y=[floor] * len(by_x),
+                    mode="markers" if narrow else "markers+text",  # no room for words: hover has them
+                    name=missing if narrow else "not measured",
+                    legendgroup="not measured",
+                    showlegend="not measured" not in shown,
+                    marker=dict(symbol="x", size=12, color="crimson"),
+                    textposition="top center",
+                    cliponaxis=False,  # a word at a panel's edge stays whole
+                    text=None if narrow else counts,
+                    hovertext=[
+                        "<br>".join([n, *(f"{self._label(r)}: {str(r.get('error', ''))[:90]}" for r in rs)])
+                        for n, rs in zip(counts, by_x.values())
+                    ],
+                ),
+                **where,
+            )
+            shown.add("not measured")
+
+    def _limits(self, pts: list[dict]) -> list[tuple]:
+        """The speed-of-light points of one line, rounded so that equal limits compare equal."""
+        if not self.sol:
+            return []
+        out = [(r[self.x], sol_limit(r, self.y)) for r in sorted(pts, key=lambda r: r[self.x])]
+        return [(x, float(f"{v:.6g}")) for x, v in out if v is not None]
 
     def point_count(self) -> int:
         """Points drawn (measured ones), for tests and assertions."""
         return sum(
             len(t.x)
             for t in self.figure().data
-            if t.name != "not measured" and "speed of light" not in t.name
+            if not t.name.startswith("not measured") and "speed of light" not in t.name
         )
 
     def failure_count(self) -> int:
@@ -196,13 +274,13 @@ def sol_fraction(row: dict, y: str) -> float | None:
     """The share of the card's speed of light a row reached for metric ``y``: bandwidth for decode metrics,
     compute for everything else (prefill, forward passes). ``None`` when the row was measured without ``sol``."""
     value = row.get("sol_fraction_bandwidth" if y.startswith("decode") else "sol_fraction_compute")
-    return float(value) if _finite(value) and value > 0 else None
+    return float(value) if finite(value) and value > 0 else None
 
 
 def sol_limit(row: dict, y: str) -> float | None:
     """What ``y`` would be at the speed of light: a rate divided by the fraction reached, a time multiplied by it."""
     f = sol_fraction(row, y)
-    if f is None or not _finite(row.get(y)):
+    if f is None or not finite(row.get(y)):
         return None
     is_time = y.endswith("_ms") or (y.endswith("_s") and not y.endswith(("per_s", "tok_s")))
     return row[y] * f if is_time else row[y] / f
@@ -219,112 +297,5 @@ def mime_bundle(fig: go.Figure) -> dict:
     }
 
 
-def _finite(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def _legend(color) -> str:
     return "" if color is None else color if isinstance(color, str) else " / ".join(color)
-
-
-def bars(
-    df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", barmode: str = "group", **kw
-) -> go.Figure:
-    """A grouped (or, with ``barmode="stack"``, stacked) bar chart of a results table."""
-    fig = go.Figure()
-    groups = [(None, df)] if color is None else list(df.groupby(color, sort=False))
-    for label, part in groups:
-        fig.add_trace(
-            go.Bar(
-                x=part[x].astype(str),
-                y=part[y],
-                name=str(label) if label is not None else y,
-                text=[f"{v:.2f}" for v in part[y]],
-                textposition="outside",
-            )
-        )
-    fig.update_layout(
-        title=title, xaxis_title=x, yaxis_title=y, barmode=barmode, template="plotly_white", **kw
-    )
-    return fig
-
-
-def facet_bars(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    color: str,
-    facet: str,
-    title: str = "",
-    log_y: bool = False,
-    height: int = 420,
-) -> go.Figure:
-    """Grouped bars of ``y`` by ``x`` and ``color``, one panel per value of ``facet`` (e.g. a workload).
-
-    Rows that did not run (OOM, unsupported) keep their place: an empty bar labelled with the status."""
-    d = df.copy()
-    ok = (d.get("status", "ok") == "ok") & d[y].notna()
-    d["label"] = [
-        f"{v:.3g}" if good else str(st) for v, good, st in zip(d[y], ok, d.get("status", ["ok"] * len(d)))
-    ]
-    d[y] = d[y].where(ok, 0)
-    d[x], d[color] = d[x].astype(str), d[color].astype(str)
-    fig = px.bar(
-        d,
-        x=x,
-        y=y,
-        color=color,
-        facet_col=facet,
-        barmode="group",
-        text="label",
-        log_y=log_y,
-        title=title,
-        height=height,
-        template="plotly_white",
-    )
-    fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=9)
-    return fig
-
-
-def pareto_plot(
-    df: pd.DataFrame,
-    front,
-    x: str = "peak_alloc_gib",
-    y: str = "decode_tok_s",
-    label: tuple[str, ...] = ("attention", "weights"),
-    title: str = "",
-) -> go.Figure:
-    """Every measured combination as a point (less ``x`` and more ``y`` is better); the Pareto front, the points
-    nothing beats on both counts, joined by a line and named."""
-    d = df[df.get("status", "ok") == "ok"].copy() if "status" in df else df.copy()
-    on = pd.Series(front, index=df.index).reindex(d.index).fillna(False).astype(bool)
-    d["name"] = d[list(label)].astype(str).agg(" + ".join, axis=1)
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=d.loc[~on, x],
-            y=d.loc[~on, y],
-            mode="markers",
-            name="dominated",
-            marker=dict(color="lightgray", size=9),
-            text=d.loc[~on, "name"],
-            hoverinfo="text+x+y",
-        )
-    )
-    best = d[on].sort_values(x)
-    fig.add_trace(
-        go.Scatter(
-            x=best[x],
-            y=best[y],
-            mode="lines+markers+text",
-            name="Pareto front",
-            marker=dict(size=12, color="seagreen"),
-            text=best["name"],
-            textposition="top left",
-        )
-    )
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=440)
-    return fig

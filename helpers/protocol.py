@@ -27,7 +27,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -62,6 +62,12 @@ class Protocol:
                 f"Protocol(target_ci={self.target_ci}, budget_s={self.budget_s}, confidence={self.confidence}).",
                 "Use a positive target_ci (0.02 is ±2%) and budget_s, and a confidence between 0 and 1.",
             )
+
+    def with_interval(self) -> Protocol:
+        """This protocol with at least the rounds a ``confidence`` interval of the median needs (6 at 95%): for a
+        comparison whose verdict is read from its interval, even where the profile measures quickly (a CPU)."""
+        n = min_samples(self.confidence)
+        return replace(self, min_reps=max(self.min_reps, n), max_reps=max(self.max_reps, n))
 
 
 @dataclass

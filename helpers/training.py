@@ -139,13 +139,15 @@ def trainable_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def prepare(model, lora=None, checkpointing: bool = True):
+def prepare(model, lora=None, checkpointing: bool = True, seed: int | None = 0):
     """Make a loaded model trainable, in place, the way notebook 06 compares set-ups.
 
     Quantized weights: ``prepare_model_for_kbit_training`` (base frozen, the unquantized parameters in fp32,
     gradients through the input embeddings). With a ``LoraConfig``: the base is frozen and the adapter added
     (LoRA, or QLoRA on a quantized base). Without one: every weight trains (full fine-tuning).
-    ``checkpointing``: recompute activations in the backward pass instead of keeping them.
+    ``checkpointing``: recompute activations in the backward pass instead of keeping them. ``seed``: the seed of the
+    adapter's random start (LoRA's A matrices), so that a run trains the same adapter wherever it runs, whatever ran
+    before it in the kernel; ``None`` leaves torch's random state alone.
     """
     if getattr(model, "is_quantized", False):
         from peft import prepare_model_for_kbit_training  # heavy: imported on first use
@@ -162,6 +164,8 @@ def prepare(model, lora=None, checkpointing: bool = True):
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora is not None:
+        if seed is not None:
+            torch.manual_seed(seed)
         model.add_adapter(lora)
         adapters_to_fp32(model)
     return model

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from helpers import plots, sweeps, widgets
+from helpers import charts, plots, sweeps, widgets
 from helpers.errors import WorkbookError
 
 
@@ -160,6 +162,10 @@ def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
     assert list(traces["bf16"].text) == ["20%", "25%"]
     assert list(traces["bf16 · speed of light"].y) == [200.0, 640.0]  # rate / fraction reached
     assert list(traces["nf4 · speed of light"].y) == [600.0]
+    assert traces["nf4 · speed of light"].line.color == traces["nf4"].line.color, (
+        "a limit wears its line's colour"
+    )
+    assert traces["nf4 · speed of light"].showlegend is False, "one legend entry per line, its limit included"
     assert plot.point_count() == 3, "the limit lines are not measured points"
     latency = plots.LivePlot("seq_len", "latency_ms", sol=True)
     latency.add({"seq_len": 512, "latency_ms": 10.0, "sol_fraction_compute": 0.5})
@@ -168,3 +174,104 @@ def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
     ]  # time x fraction
     assert plots.sol_fraction({"decode_tok_s": 1.0}, "decode_tok_s") is None
     assert plots.sol_limit({"tokens_per_s": 100.0, "sol_fraction_compute": 0.5}, "tokens_per_s") == 200.0
+
+
+def test_many_lines_move_shares_to_hover_and_facets_share_colours():
+    rows = [
+        {
+            "batch_size": b,
+            "weights": w,
+            "attention": a,
+            "decode_tok_s": 10.0 * b,
+            "sol_fraction_bandwidth": 0.1,
+        }
+        for w in ("bf16", "nf4")
+        for a in ("eager", "sdpa", "sdpa-flash", "sdpa-efficient", "fa4")
+        for b in (1, 4, 16)
+    ]
+    plot = plots.LivePlot("batch_size", "decode_tok_s", "attention", sol=True, facet="weights", log_y=True)
+    plot.extend(rows)
+    fig = plot.figure()
+    lines = [t for t in fig.data if "speed of light" not in t.name]
+    assert len(lines) == 10 and plot.point_count() == 30
+    assert all(t.text is None and t.hovertext[-1] == f"{t.name}: 10% of the speed of light" for t in lines), (
+        "five lines a panel: the shares move from labels to the hover text"
+    )
+    assert {t.xaxis for t in lines} == {"x", "x2"}, "one panel per weight format"
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend == ["eager", "sdpa", "sdpa-flash", "sdpa-efficient", "fa4"], "each line named once"
+    color = {(t.xaxis, t.name): t.line.color for t in lines}
+    assert color[("x", "sdpa")] == color[("x2", "sdpa")] != color[("x", "eager")]
+    assert [a.text for a in fig.layout.annotations] == ["weights=bf16", "weights=nf4"]
+    assert "1,000" in fig.layout.yaxis.ticktext, "log ticks reach the speed of light (100 / 0.1 = 1,000)"
+    plot.add(
+        {
+            "batch_size": 16,
+            "weights": "nf4",
+            "attention": "fa2",
+            "decode_tok_s": None,
+            "status": "unsupported",
+        }
+    )
+    cross = next(t for t in plot.figure().data if t.name == "not measured")
+    assert cross.xaxis == "x2" and list(cross.text) == ["1 unsupported"] and "fa2" in cross.hovertext[0]
+    plot.add({"batch_size": 1, "weights": "int8", "attention": "eager", "decode_tok_s": 20.0})
+    crosses = [t for t in plot.figure().data if t.name.startswith("not measured")]
+    assert crosses[0].text is None and crosses[0].hovertext[0].startswith("1 unsupported"), (
+        "3 panels: no room"
+    )
+    assert crosses[0].name == "not measured: fa2 unsupported (x1)", "the legend says what is missing"
+    limits = [t for t in plot.figure().data if "speed of light" in t.name]
+    assert len(limits) == 2 and {t.line.color for t in limits} == {"gray"}, (
+        "one shared limit a panel, in gray"
+    )
+    assert list(cross.y) == [8.0], "crosses sit below the lowest point of any panel (10 x 0.8)"
+    log_x = plots.LivePlot("batch_size", "decode_tok_s", "weights", log_x=True)
+    log_x.extend(rows)
+    assert list(log_x.figure().layout.xaxis.ticktext) == ["1", "4", "16"], "a few swept values: ticks at them"
+
+
+def test_log_ticks_are_labelled_in_full():
+    t = charts.log_ticks([12.0, 150.0, float("nan"), None, 0])
+    assert t["tickvals"] == [10, 20, 50, 100, 200] and t["ticktext"] == ["10", "20", "50", "100", "200"]
+    narrow = charts.log_ticks([31.0, 44.0])
+    assert [v for v in narrow["tickvals"] if 31 <= v <= 44] == [], (
+        "no 1-2-3-5-7 tick inside: the ends carry it"
+    )
+    assert narrow["tickvals"] == [30, 50]
+    wide = charts.log_ticks([1e-7, 0.5])
+    assert wide["tickvals"][0] == 1e-8 and all(abs(math.log10(v) % 1) < 1e-9 for v in wide["tickvals"])
+    assert charts.log_ticks([float("nan")]) == {}
+
+
+def test_facet_bars_write_only_what_did_not_run():
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "attention": ["eager", "sdpa"] * 2,
+            "weights": ["bf16", "bf16", "nf4", "nf4"],
+            "workload": ["prompt 512, batch 1"] * 4,
+            "prefill_ms": [120.0, 60.0, 80.0, float("nan")],
+            "status": ["ok", "ok", "ok", "OOM"],
+        }
+    )
+    fig = charts.facet_bars(df, "attention", "prefill_ms", "weights", "workload", log_y=True)
+    assert [a.text for a in fig.layout.annotations] == ["prompt 512, batch 1"]
+    assert list(fig.layout.yaxis.ticktext) == ["50", "70", "100", "150"]
+    nf4 = next(t for t in fig.data if t.name == "nf4")
+    assert list(nf4.text) == ["", "OOM"] and list(nf4.textposition) == ["none", "outside"]
+    assert list(nf4.y) == [80.0, 30.0], "on a log axis the stub stands at half the smallest value"
+    assert list(nf4.marker.opacity) == [1.0, 0.25], "the stub is faint: it cannot pass for a measurement"
+    assert [c[1] for c in nf4.customdata] == [
+        "80",
+        "not measured (OOM)",
+    ] and "customdata[1]" in nf4.hovertemplate
+    linear = charts.facet_bars(df, "attention", "prefill_ms", "weights", "workload")
+    assert list(next(t for t in linear.data if t.name == "nf4").y) == [80.0, 0.0]
+    labelled = next(
+        t
+        for t in charts.facet_bars(df, "attention", "prefill_ms", "weights", "workload", values=True).data
+        if t.name == "nf4"
+    )
+    assert list(labelled.text) == ["80", "OOM"] and list(labelled.marker.opacity) == [1.0, 0.25]

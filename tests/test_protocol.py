@@ -322,3 +322,12 @@ def test_reproduce_runs_end_to_end_on_the_cpu():
     meta = results.meta(path.stem)
     assert meta["protocol"]["target_ci"] == 0.02 and "host" in meta
     print(f"reproduce on the CPU: {wall:.0f} s")
+
+
+def test_with_interval_gives_a_quick_protocol_the_rounds_an_interval_needs():
+    quick = protocol.Protocol(warmup=1, min_reps=2, max_reps=3, budget_s=2)
+    sure = quick.with_interval()
+    assert (sure.min_reps, sure.max_reps, sure.budget_s) == (6, 6, 2)
+    assert protocol.Protocol(min_reps=8, max_reps=20).with_interval() == protocol.Protocol(
+        min_reps=8, max_reps=20
+    )

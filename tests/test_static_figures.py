@@ -80,7 +80,7 @@ def _synthetic() -> nbformat.NotebookNode:
             execution_count=1,
             outputs=[v4.new_output("stream", name="stdout", text="measuring\n"), live],
         ),
-        v4.new_code_cell("plots.bars(...)", execution_count=2, outputs=[plain]),
+        v4.new_code_cell("charts.bars(...)", execution_count=2, outputs=[plain]),
         v4.new_code_cell(
             "x",
             execution_count=3,

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import batches, checkpoints, models, plots, recommend, training, widgets
+from helpers import batches, charts, checkpoints, models, recommend, training, widgets
 from helpers.errors import WorkbookError
 
 TINY = "llama-2-7b-tiny"
@@ -183,6 +183,21 @@ def test_prepare_sets_up_lora_qlora_and_full_fine_tuning():
         training.prepare(models.load(TINY, dtype="bf16", quant="nf4").model, lora=None)
 
 
+def test_prepare_seeds_the_adapter_start_whatever_ran_before():
+    from peft import LoraConfig
+
+    def first_a(seed, noise):
+        torch.rand(noise)  # whatever ran before in the kernel moves torch's random state
+        m = training.prepare(
+            models.load(TINY, dtype="fp32").model, lora=LoraConfig(r=4), checkpointing=False, seed=seed
+        )
+        return next(p for n, p in m.named_parameters() if "lora_A" in n).detach().clone()
+
+    assert torch.equal(first_a(0, 3), first_a(0, 1000))
+    assert not torch.equal(first_a(0, 3), first_a(1, 3))
+    assert not torch.equal(first_a(None, 3), first_a(None, 1000))
+
+
 def test_train_steps_streams_rows_and_step_cost_sees_padding(tok):
     from peft import LoraConfig
 
@@ -221,10 +236,10 @@ def test_control_panel_reports_through_its_report_hook():
 def test_pareto_and_facet_plots_draw_every_row():
 
     grid = _grid().assign(workload="w")
-    fig = plots.pareto_plot(grid, recommend.pareto(grid))
+    fig = charts.pareto_plot(grid, recommend.pareto(grid))
     front = next(t for t in fig.data if t.name == "Pareto front")
     assert list(front.text) == ["sdpa + nf4", "sdpa + bf16"]
-    bars = plots.facet_bars(grid, "attention", "decode_tok_s", "weights", "workload")
+    bars = charts.facet_bars(grid, "attention", "decode_tok_s", "weights", "workload")
     labels = [t for tr in bars.data for t in tr.text]
     assert "OOM" in labels and len(labels) == len(grid)
 

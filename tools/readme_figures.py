@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
 sys.path.insert(0, str(ROOT))
 
-from helpers import plots, registry, results  # noqa: E402
+from helpers import charts, plots, registry, results  # noqa: E402
 
 DEFAULT_CARD = registry.STORED_CARD
 
@@ -38,17 +38,18 @@ def speedup(card: str):
         eager.get((m, b), float("nan")) / lat for m, b, lat in zip(d.model, d.batch_size, d.latency_ms)
     ]
     d.loc[d.speedup_over_eager.isna() & (d.status == "ok"), "status"] = "no eager"
-    fig = plots.facet_bars(
+    fig = charts.facet_bars(
         d,
         "batch_size",
         "speedup_over_eager",
         "attention",
         "model",
+        values=True,
         title=f"Notebook 01: forward pass speed-up over eager, {int(df.seq_len.iloc[0])} tokens, "
         f"{meta['card']['name']}",
     )
     fig.add_hline(y=1, line_dash="dot", line_color="gray")
-    fig.update_traces(constraintext="none", textfont_size=11)  # status labels of empty bars stay legible
+    fig.update_traces(textfont_size=11)
     return fig
 
 
@@ -67,7 +68,7 @@ def decode_by_weights(card: str):
         f"{meta['card']['name']}",
     )
     live.extend(rows)
-    return live.figure().update_xaxes(tickvals=sorted(rows.batch_size.unique()))
+    return live.figure()  # log x: ticks at the swept batch sizes
 
 
 def decode_modes(card: str):
