@@ -4,6 +4,7 @@ Import the modules you need by name, e.g. ``from helpers import environment, mod
 A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, lowest layer first:
 
 - ``errors``: the one exception type, whose message always names the fix.
+- ``notices``: library notices explained once instead of printed everywhere (bitsandbytes' optional CPU kernel).
 - ``variants``: the names of attention paths and weight formats, defined once.
 - ``hardware``: the device, the card's name and memory, versions, freeing memory.
 - ``timing``: CUDA-event and perf_counter timers, allocator peaks.
@@ -50,7 +51,12 @@ A chapter sets up with ``ch = environment.chapter("05", ...)``. The modules, low
 - ``speed``: decode modes against the speed of light (interleaved by the protocol), the roofline; the compiled
   greedy loop against ``generate`` on a real prompt.
 - ``recommend``: the Pareto front and a recommender over measured tables, with an optional perplexity limit.
+- ``schedules``: the learning rate over a run (warm-up, cosine decay) and the gradient clip.
 - ``training``: LoRA training on the workbook's own prose, padded or packed; sentences to teach a trained model.
 """
+
+from . import notices
+
+notices.install()  # before anything imports bitsandbytes
 
 __version__ = "0.1.0"

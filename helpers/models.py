@@ -147,6 +147,8 @@ def load(
     t0 = time.perf_counter()
     model = auto.from_pretrained(path, **kwargs)
     model.eval()
+    if req.quant in ("fp4", "nf4"):
+        keep_4bit_layout_on_cpu(model)
     sync(dev)
     load_s = time.perf_counter() - t0
     try:
@@ -159,6 +161,27 @@ def load(
             "Not in effect: " + "; ".join(ver.problems), "Check the request against the verification table."
         )
     return Loaded(model, tokenizer, req, ver, source, load_s)
+
+
+def keep_4bit_layout_on_cpu(model) -> int:
+    """Keep bitsandbytes' 4-bit layers on a CPU in the layout they were quantized in; returns how many were set.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer's weights in place at its first forward pass
+    in eval mode without gradients (``Linear4bit.support_avx512bf16_for_cpu``), for a fused kernel that computes in
+    bf16. From then on every forward of that layer takes the fused kernel, in training too, and that kernel has no
+    backward (PyTorch warns: "bitsandbytes::gemv_4bit: an autograd kernel was not registered"): after one
+    ``generate`` no gradient flows through the frozen 4-bit layers, so QLoRA trains on almost
+    nothing (measured on SmolLM2-135M: the gradient norm of a q_proj adapter fell from 0.62 to 0.0), and its inverse
+    repacking, which ``state_dict`` runs, returns wrong weights (the loss went from 7.1 to 17.0). The workbook turns
+    the repacking off, so on every CPU a 4-bit layer dequantizes and multiplies in its compute dtype, trains after
+    inference and saves correctly, and a CPU's figures do not depend on whether it has AVX512-BF16 (notebook 06).
+    Layers on a GPU are left alone (the flag is only read for CPU inputs)."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def cannot_switch_attention(loaded: Loaded) -> bool:

@@ -189,6 +189,14 @@ TABLES: dict[str, Table] = {
         ),
         Table("06_trained_lora", "06", "LoRA and QLoRA on smollm2-135m", ("setup", "step"), *_LORA),
         Table(
+            "06_training_margin",
+            "06",
+            "the training recipe over adapter seeds, CPU threads, learning rates and kernel families",
+            ("setup", "seed", "lr", "threads", "capability"),
+            {"given_back_after": "share of the sentences", "loss_last3": "cross-entropy", "seconds": "s"},
+            ("schedule",),
+        ),
+        Table(
             "06_padding_packing",
             "06",
             "training step cost, padded against packed",

@@ -80,6 +80,8 @@ class GreedyLoop:
         is fed ``forced[:, i - 1]`` instead of its own previous choice (teacher forcing), so one early difference
         does not change every later step. ``stamp`` is called after each token's logits (``steps.Stamps``)."""
         stamp = stamp or (lambda: None)
+        if forced is not None:  # tokens made anywhere follow the model to its device
+            forced = forced.to(self.loaded.device)
         limit = torch._dynamo.config.patch(recompile_limit=self.recompile_limit)
         with torch.inference_mode(), self.loaded.context(), limit:
             self.cache.reset()

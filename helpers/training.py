@@ -5,7 +5,8 @@
 - ``padded_batches`` and ``packed_batches``: the same documents as padded rows or as packed rows whose
   position ids restart at each document (what the guide recommends for training with flash attention).
 - ``lora_param_count``: the LoRA formula, r x (in + out) per adapted layer, to check the trainable count.
-- ``train``: AdamW steps over batches, one row per step (loss, tokens, time), with a callback for live plots.
+- ``train``: AdamW steps over batches on a ``schedules.Schedule``, one row per step (loss, learning rate, tokens,
+  time), with a callback for live plots; ``margin_summary``: the recipe's margin (``tools/training_margin.py``).
 - ``FACTS`` and ``reproduced``: sentences of the workbook's prose that a trained model cannot know, split into a
   prompt and the rest, and how much of the rest a continuation gives back (what an adapter learned).
 """
@@ -22,6 +23,7 @@ import torch
 
 from .errors import WorkbookError
 from .hardware import sync
+from .schedules import RECIPE, Schedule
 from .timing import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,9 +185,10 @@ def adapters_to_fp32(model) -> int:
     return n
 
 
-def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3):
-    """AdamW over the trainable parameters for ``steps`` steps, cycling through ``batches``; yields one row per
-    step (loss, real tokens trained on so far, tokens per second so far), so a live plot can follow."""
+def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3, schedule: Schedule = RECIPE):
+    """AdamW over the trainable parameters for ``steps`` steps, cycling through ``batches``, the learning rate
+    following ``schedule``; yields one row per step (loss, the step's learning rate and gradient norm before
+    clipping, real tokens trained on so far, tokens per second so far), so a live plot can follow."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise WorkbookError(
@@ -198,17 +201,24 @@ def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3):
     tokens, t0 = 0, time.perf_counter()
     try:
         for step in range(steps):
+            rate = schedule.lr_at(step, steps, lr)
+            for group in opt.param_groups:
+                group["lr"] = rate
             batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
             loss = model(
                 **batch, use_cache=False
             ).loss  # no cache: also what lets transformers read packed boundaries
             loss.backward()
+            clip = schedule.max_grad_norm if schedule.max_grad_norm is not None else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
             tokens += int((batch["labels"] != -100).sum())
             yield {
                 "step": step,
                 "loss": loss.item(),
+                "lr": rate,
+                "grad_norm": grad_norm,
                 "tokens": tokens,
                 "tokens_per_s": tokens / (time.perf_counter() - t0),
             }
@@ -222,12 +232,14 @@ def train(
     *,
     steps: int,
     lr: float = 1e-3,
+    schedule: Schedule = RECIPE,
     on_step: Callable[[dict], None] | None = None,
     log_every: int = 1,
 ) -> pd.DataFrame:
-    """``train_steps`` run to the end: one row per logged step (loss, real tokens, tokens per second)."""
+    """``train_steps`` run to the end: one row per logged step (loss, learning rate, gradient norm, real tokens,
+    tokens per second)."""
     rows = []
-    for row in train_steps(model, batches, steps=steps, lr=lr):
+    for row in train_steps(model, batches, steps=steps, lr=lr, schedule=schedule):
         if row["step"] % log_every == 0 or row["step"] == steps - 1:
             rows.append(row)
             if on_step is not None:
@@ -285,3 +297,23 @@ def step_cost(model, batches: list[dict], *, steps: int = 5, warmup: int = 2, lr
         "peak_alloc_gib": peak,
         "trainable_params": trainable_params(model),
     }
+
+
+MARGIN_CARD = "cpu-amd-epyc"  # where tools/training_margin.py's committed matrix lies (results/<card>/)
+
+
+def margin_summary(matrix: pd.DataFrame) -> pd.DataFrame:
+    """One row per set-up and learning rate of ``tools/training_margin.py``'s matrix: how many of its cells (seeds x
+    threads x kernel families) learned, the most given back before training, the least after it, and the worst
+    last-3 loss; notebook 06 shows it as the recipe's margin."""
+    grouped = matrix.groupby(["setup", "lr"])
+    return pd.DataFrame(
+        {
+            "cells": grouped.size(),
+            "learned": grouped.learned.sum(),
+            "most_given_back_before": grouped.given_back_before.max(),
+            "least_given_back_after": grouped.given_back_after.min(),
+            "worst_loss_last3": grouped.loss_last3.max(),
+            "steps": grouped.steps.first(),
+        }
+    ).reset_index()

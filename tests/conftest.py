@@ -9,6 +9,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine here reaches a hub: fail fast, not after a timeout
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` (see pyproject.toml) are skipped, with the reason, where no CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA GPU (python tools/gpu_suite.py runs them on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_dirs(tmp_path_factory):
     """Build models into a fresh cache and write results into a scratch folder, never the repo's."""

@@ -24,7 +24,7 @@ def test_encode_reaches_the_padding_share(encoder, share):
 
 def test_fastpath_encoder_matches_transformers(encoder):
     fast = fastpath.FastpathEncoder(encoder.model)
-    e = texts.encode(encoder.tokenizer, texts.SENTENCES, 0.75)
+    e = texts.encode(encoder.tokenizer, texts.SENTENCES, 0.75, device=encoder.device)
     with torch.inference_mode():
         ref = fastpath.mean_pool(encoder.model(**e["batch"]).last_hidden_state, e["batch"]["attention_mask"])
         got = fastpath.mean_pool(fast(**e["batch"]), e["batch"]["attention_mask"])
@@ -33,7 +33,7 @@ def test_fastpath_encoder_matches_transformers(encoder):
 
 def test_fastpath_really_skips_padding(encoder):
     fast = fastpath.FastpathEncoder(encoder.model)
-    e = texts.encode(encoder.tokenizer, texts.batch(32), 0.9)
+    e = texts.encode(encoder.tokenizer, texts.batch(32), 0.9, device=encoder.device)
     pad = e["batch"]["attention_mask"] == 0
     with torch.inference_mode():
         skipped = fast(**e["batch"])
@@ -52,8 +52,8 @@ def test_fastpath_refuses_other_encoders(encoder):
 
 
 def test_paraphrases_are_closer_than_unrelated_pairs(encoder):
-    a = texts.encode(encoder.tokenizer, [p[0] for p in texts.PARAPHRASES])["batch"]
-    b = texts.encode(encoder.tokenizer, [p[1] for p in texts.PARAPHRASES])["batch"]
+    a = texts.encode(encoder.tokenizer, [p[0] for p in texts.PARAPHRASES], device=encoder.device)["batch"]
+    b = texts.encode(encoder.tokenizer, [p[1] for p in texts.PARAPHRASES], device=encoder.device)["batch"]
     with torch.inference_mode():
         ea = fastpath.mean_pool(encoder.model(**a).last_hidden_state, a["attention_mask"])
         eb = fastpath.mean_pool(encoder.model(**b).last_hidden_state, b["attention_mask"])

@@ -1,6 +1,10 @@
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tomllib
 import torch
@@ -29,9 +33,8 @@ def test_attention_capabilities_come_from_running():
         assert not table.loc["sdpa-efficient", "runs_here"]
 
 
+@pytest.mark.gpu  # the float32 refusal of the flash kernel is a CUDA behaviour
 def test_sdpa_probe_reports_no_kernel_for_float32_flash_on_gpu():
-    if not torch.cuda.is_available():
-        pytest.skip("the float32 refusal of the flash kernel is a CUDA behaviour")
     ok, why = probes.sdpa_backend_runs("FLASH_ATTENTION", torch.float32)
     assert not ok and why
 
@@ -197,3 +200,15 @@ def test_fa4_kernel_cache_goes_under_the_workbook_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", raising=False)
     assert flash4.enable_kernel_cache() == tmp_path / "fa4-kernels"
     assert os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] == "1"
+
+
+def test_bitsandbytes_kernel_notice_is_held_back_exactly_when_it_is_logged():
+    """Importing bitsandbytes alone logs the optional-kernel notice on a CPU with AVX512-BF16; after ``helpers``
+    nothing is printed and ``notices.silenced()`` lists it, with what it means (notebook 00)."""
+    code = "import helpers, bitsandbytes\nfrom helpers import notices\nprint(notices.silenced().to_json())"
+    with_helpers = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    alone = subprocess.run([sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True)
+    assert "kernels-community" not in with_helpers.stderr, with_helpers.stderr
+    held = pd.read_json(io.StringIO(with_helpers.stdout.splitlines()[-1]))
+    assert len(held) == ("kernels-community" in alone.stderr), (held, alone.stderr[-500:])
+    assert held.empty or held.meaning.str.contains("nothing to install").all()

@@ -11,10 +11,13 @@ import torch
 
 from helpers import models
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
-    reason="needs a CUDA GPU of 40 GiB or more",
-)
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
+        reason="needs a CUDA GPU of 40 GiB or more",
+    ),
+]
 
 CYCLES = 20
 

@@ -1,7 +1,7 @@
 """What only a GPU can show: CUDA-event timing against a kernel of known duration, allocator peaks, the busy share
 from the profiler, CUDA graphs, the SDPA pin inside ``generate``, per-token stamps and the compiled loop on nf4.
 
-Skipped on a CPU. On a GPU: ``python -m pytest tests/test_gpu_protocol.py -v``.
+Marked ``gpu``: skipped on a CPU. On a GPU: ``python -m pytest tests/test_gpu_protocol.py -v``.
 """
 
 import time
@@ -13,7 +13,7 @@ from helpers import busy, measure, models, protocol, speed, steps, timing
 from helpers.batches import make_batch
 from helpers.protocol import Protocol
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.gpu
 
 QUICK = Protocol(warmup=2, min_reps=6, max_reps=30, budget_s=10)
 

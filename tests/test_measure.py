@@ -31,7 +31,7 @@ def test_memory_peak_is_nan_on_cpu_not_a_guess():
     assert all(pd.isna(v) for v in peak.summary().values())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="allocator peaks exist on CUDA only")
+@pytest.mark.gpu  # allocator peaks exist on CUDA only
 def test_memory_peak_sees_a_known_allocation():
     peak = timing.peak_memory(
         lambda: torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"), device="cuda"

@@ -177,7 +177,7 @@ def test_hub_id_without_network_is_refused_in_seconds(monkeypatch):
 def test_real_encoder_gives_meaningful_embeddings():
     enc = models.load("minilm-l6", dtype="fp32", attention="sdpa", strict=True)
     sentences = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Quarterly tax filings are due."]
-    batch = enc.tokenizer(sentences, padding=True, return_tensors="pt")
+    batch = enc.tokenizer(sentences, padding=True, return_tensors="pt").to(enc.device)
     with torch.inference_mode():
         hidden = enc.model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1)

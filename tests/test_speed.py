@@ -38,7 +38,14 @@ def test_the_two_run_decode_reports_a_figure_or_why_not_and_no_compile_time(tiny
 
 
 def test_generate_compiles_only_where_transformers_does(tiny):
-    """On a CPU transformers' generate does not compile: the 'compiled' mode says so and names the way that does."""
+    """On a CPU transformers' generate does not compile: the 'compiled' mode says so and names the way that does.
+    On a GPU an unquantized model compiles, and a bitsandbytes one does not (its quantizer is not compileable)."""
+    if tiny.device.type == "cuda":
+        assert speed.generate_compiles(tiny) == ""
+        int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
+        assert "not marked compileable" in speed.generate_compiles(int8)
+        models.unload(int8)
+        return
     assert "CPU" in speed.generate_compiles(tiny)
     with pytest.raises(WorkbookError, match="compiled-loop"):
         speed.decode(tiny, "compiled", prompt_len=16, new_tokens=4, reps=1)
@@ -56,7 +63,7 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
     assert torch.equal(loop(8, forced=ref[:, 16:]), tokens), (
         "fed its own choices, teacher forcing changes nothing"
     )
-    other = torch.randint(0, 200, (2, 8))
+    other = torch.randint(0, 200, (2, 8))  # made on the CPU: the loop moves them to the model's device
     assert not torch.equal(loop(8, forced=other), tokens), "fed other tokens, it predicts from them"
     torch._dynamo.reset()
 
@@ -67,7 +74,7 @@ def test_loop_against_generate_on_a_given_prompt(tiny):
     assert out["same_tokens"] and out["first_difference"] is None and out["next_token_agreement"] == 1.0
     assert torch.equal(out["loop"], out["generate"]) and out["loop"].shape[0] == 1
     loop = speed.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
-    assert torch.equal(loop.batch["input_ids"], batch["input_ids"])
+    assert torch.equal(loop.batch["input_ids"].cpu(), batch["input_ids"]), "the prompt, on the model's device"
     torch._dynamo.reset()
 
 

@@ -41,10 +41,10 @@ def test_padded_and_packed_batches_hold_the_same_documents_differently(tok):
 def test_packed_documents_do_not_see_each_other(tok):
     loaded = models.load(TINY, dtype="fp32", attention="sdpa")
     a, b = torch.randint(4, 250, (40,)), torch.randint(4, 250, (24,))
-    packed = batches.pack_batch([a, b])
+    packed = {k: v.to(loaded.device) for k, v in batches.pack_batch([a, b]).items()}
     with torch.inference_mode():
         together = loaded.model(**packed, use_cache=False).logits[0, 40:]
-        alone = loaded.model(b[None], use_cache=False).logits[0]
+        alone = loaded.model(b[None].to(loaded.device), use_cache=False).logits[0]
     assert torch.allclose(together, alone, atol=1e-4), "the second document sees only itself"
 
 
@@ -279,3 +279,37 @@ def test_recommender_says_when_the_best_is_tied():
     assert (ranked.request_s_ci_low <= ranked.request_s).all() and (
         ranked.request_s <= ranked.request_s_ci_high
     ).all()
+
+
+def _repacks_4bit_on_this_cpu() -> bool:
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16())
+
+
+@pytest.mark.skipif(
+    not _repacks_4bit_on_this_cpu(), reason="bitsandbytes repacks 4-bit weights only on CPUs with AVX512-BF16"
+)
+def test_a_4bit_model_still_trains_after_an_inference_pass():
+    """bitsandbytes 0.50 repacks a CPU 4-bit layer at its first inference pass for a kernel with no backward;
+    ``models.load`` turns that off, so gradients after a ``generate`` are those before it (notebook 06)."""
+    loaded = models.load(TINY, dtype="fp32", quant="nf4")
+    layers = [m for m in loaded.model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids = torch.randint(4, 250, (1, 16), generator=torch.Generator().manual_seed(0))
+
+    def input_gradient():
+        x = loaded.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        loaded.model(inputs_embeds=x, use_cache=False).logits.pow(2).mean().backward()
+        return x.grad
+
+    before = input_gradient()
+    with torch.inference_mode():
+        loaded.model(ids)  # what generate does first
+    assert torch.equal(input_gradient(), before) and before.norm() > 0
+    for m in layers:  # bitsandbytes' own default: the same pass repacks every layer, and the gradient changes
+        m.support_avx512bf16_for_cpu = True
+    with torch.inference_mode():
+        loaded.model(ids)
+    assert all(m.weight.quant_state.packing_format_for_cpu for m in layers)
+    assert (input_gradient() - before).norm() > 0.1 * before.norm()

@@ -47,6 +47,7 @@ from helpers import (  # noqa: E402  # noqa: E402
     results,
     speed,
 )
+from helpers.errors import WorkbookError  # noqa: E402
 from helpers.protocol import Protocol  # noqa: E402
 
 ATTENTIONS = ["eager", "sdpa", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
@@ -213,8 +214,11 @@ def forward_figures(env, plan, stored_card, same_card) -> list[dict]:
             stored = stored_forward(fwd, plan.model, a, plan.seq_len)
             out.append(figure(name, "helpers_exercise_forward", "latency_ms", row, stored, ci, same_card))
         attention = pre_meta.get("attention", "sdpa")
-        attention = attention if env.runs(attention=attention) else "sdpa"
-        loaded.switch_attention(attention)
+        try:  # the stored run's path, where it runs in this plan's dtype (flash has no float32 kernel)
+            loaded.switch_attention(attention if env.runs(attention=attention) else "sdpa")
+        except WorkbookError:
+            loaded.switch_attention("sdpa")
+        attention = loaded.request.attention
         for n in plan.prefill_lens:
             try:
                 kw = dict(protocol=plan.protocol, sol=env.speed_of_light, beyond_positions=True)
