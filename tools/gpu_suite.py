@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def commit() -> str:
-    """The commit the tree is at (``$WORKBOOK_COMMIT`` where the copy has no git), with ``+changes`` if it differs."""
+    """``$WORKBOOK_COMMIT`` where set (a copy sent to another machine can carry git metadata of another commit),
+    else the commit git reports, with ``+changes`` if the tree differs from it."""
+    if os.environ.get("WORKBOOK_COMMIT"):
+        return os.environ["WORKBOOK_COMMIT"] + " (WORKBOOK_COMMIT)"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -39,7 +42,7 @@ def commit() -> str:
         ).stdout.strip()
         return head + (" +changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("WORKBOOK_COMMIT", "unknown (no git here; set WORKBOOK_COMMIT)")
+        return "unknown (no git here; set WORKBOOK_COMMIT)"
 
 
 def header() -> list[str]:
