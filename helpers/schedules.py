@@ -38,8 +38,7 @@ class Schedule:
         )
 
 
-CONSTANT = Schedule(
-    warmup_share=0.0, final_share=1.0, max_grad_norm=None
-)  # the plain AdamW loop, for comparison
+# the plain AdamW loop, for comparison
+CONSTANT = Schedule(warmup_share=0.0, final_share=1.0, max_grad_norm=None)
 
 RECIPE = Schedule()

@@ -198,6 +198,7 @@ def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3, sch
     opt = torch.optim.AdamW(params, lr=lr)
     device = next(model.parameters()).device
     model.train()
+    clip = schedule.max_grad_norm if schedule.max_grad_norm is not None else float("inf")  # inf: norm only
     tokens, t0 = 0, time.perf_counter()
     try:
         for step in range(steps):
@@ -209,7 +210,6 @@ def train_steps(model, batches: list[dict], *, steps: int, lr: float = 1e-3, sch
                 **batch, use_cache=False
             ).loss  # no cache: also what lets transformers read packed boundaries
             loss.backward()
-            clip = schedule.max_grad_norm if schedule.max_grad_norm is not None else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             opt.step()
             opt.zero_grad(set_to_none=True)

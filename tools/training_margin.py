@@ -26,15 +26,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # notebook 06's
 
 
 def cell_rows(seeds, lr_scales, schedule_name: str) -> list[dict]:
     """Every (seed, learning rate) cell in this process: QLoRA and LoRA each, one row per set-up."""
-    import torch  # noqa: I001
-    from peft import LoraConfig
+    from helpers import (  # first: it holds back bitsandbytes' notice
+        answers,
+        models,
+        profiles,
+        schedules,
+        training,
+    )
 
-    import helpers  # noqa: F401  # first: it holds back bitsandbytes' CPU notice (helpers.notices)
-    from helpers import answers, models, profiles, schedules, training
+    # isort: split
+    import torch
+    from peft import LoraConfig
 
     sizes = profiles.profile("cpu").chapters["06"]
     facts = training.FACTS[: sizes["facts"]]
@@ -81,9 +88,6 @@ def cell_rows(seeds, lr_scales, schedule_name: str) -> list[dict]:
                 print(json.dumps(rows[-1]), flush=True)
                 models.unload(m)
     return rows
-
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _worker(args) -> None:
