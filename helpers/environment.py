@@ -8,18 +8,22 @@ chapter. Every capability in the report comes from running a tiny instance of it
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
 
-from . import profiles, variants
-from .ceilings import SpeedOfLight, speed_of_light
+from . import variants
 from .errors import WorkbookError
-from .hardware import DeviceInfo, device, device_info, host_info, versions
-from .probes import attention_support, flash_path, quantization_support
-from .profiles import Profile
-from .protocol import Protocol
+from .machine import profiles
+from .machine.hardware import DeviceInfo, device, device_info, host_info, versions
+from .machine.probes import attention_support, flash_path, quantization_support
+from .machine.profiles import Profile
+from .measure.ceilings import SpeedOfLight, speed_of_light
+from .measure.protocol import Protocol
+from .models import catalog
 
 
 @dataclass
@@ -82,13 +86,10 @@ SHARED = (
     "seq_lens",
     "batch_sizes",
     "long_seq",
-    "warmup",
-    "reps",
     "new_tokens",
     "decoders",
     "memory_seq_lens",
     "short_seq",
-    "sweep_reps",
 )
 REPORT_ROWS = [
     "device.name",
@@ -161,7 +162,7 @@ class Chapter:
 
     @property
     def protocol(self) -> Protocol:
-        """The measuring protocol for this chapter's sweeps, from the profile (see ``helpers/protocol.py``)."""
+        """The measuring protocol for this chapter's sweeps, from the profile (see ``measure.protocol``)."""
         return Protocol(**self.profile.protocol)
 
     @property
@@ -196,7 +197,66 @@ def chapter(
         raise WorkbookError(
             f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
         )
-    sizes.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in overrides.items():
+        if v is not None:
+            sizes[k] = check_parameter(number, k, v, sizes[k])
     if measure_peaks is not None:
         sizes["measure_peaks"] = measure_peaks
     return Chapter(number, report(measure=sizes["measure_peaks"]), prof, sizes)
+
+
+DTYPE_KEYS = {"dtype", "half", "encoder_dtype", "quality_dtype", "layer_dtype", "trained_dtype", "opt_dtype"}
+MODEL_KEYS = {"model", "models", "decoder", "decoders", "small_decoder", "opt", "colab_models"}
+
+
+def check_parameter(number: str, key: str, value, default):
+    """A notebook parameter checked against the kind of the profile's value it replaces, at the door: a model name
+    is a catalog name, a dtype a dtype name, a list stays a list of the same kind, a count a positive whole number,
+    a fraction a number between 0 and 1. Returns the value as the chapter keeps it (whole numbers as ``int``)."""
+    where = f"chapter({number!r}, {key}={value!r})"
+    if key in MODEL_KEYS:
+        names = value if isinstance(default, list) else [value]
+        if isinstance(default, list) and not isinstance(value, (list, tuple)):
+            raise WorkbookError(f"{where}: {key} is a list of model names.", f"Use {key}=[{value!r}].")
+        for name in names:
+            if not isinstance(name, str):
+                raise WorkbookError(
+                    f"{where}: {name!r} is not a model name.", f"Use catalog names, e.g. {default!r}."
+                )
+            catalog.entry(name)  # an unknown name is refused with the close ones
+        return list(value) if isinstance(default, list) else value
+    if key in DTYPE_KEYS:
+        if not isinstance(value, str) or value not in variants.DTYPES:
+            raise WorkbookError(f"{where}: not a dtype name.", f"Use one of {sorted(variants.DTYPES)}.")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise WorkbookError(f"{where}: {key} is True or False.", f"Use {key}={default}.")
+        return value
+    if isinstance(default, list) and default and all(isinstance(x, numbers.Real) for x in default):
+        if not isinstance(value, (list, tuple)):
+            raise WorkbookError(
+                f"{where}: {key} is a list.", f"Use {key}=[{value!r}] (the profile has {default})."
+            )
+        return [check_parameter(number, f"{key}[]", x, default[0]) for x in value]
+    if isinstance(default, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise WorkbookError(
+                f"{where}: {key} is a number.", f"Use a number like the profile's {default!r}."
+            )
+        if "fraction" in key or "share" in key:
+            if not 0 <= value < 1 or (key.startswith("budget") and value == 0):
+                raise WorkbookError(f"{where}: a share is between 0 and 1.", f"Use e.g. {key}={default!r}.")
+            return float(value)
+        if isinstance(default, numbers.Integral):
+            if value != int(value) or value < 1:
+                raise WorkbookError(
+                    f"{where}: {key} is a positive whole number.", f"Use e.g. {key}={default!r}."
+                )
+            return int(value)
+        if value <= 0:
+            raise WorkbookError(f"{where}: {key} is a positive number.", f"Use e.g. {key}={default!r}.")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise WorkbookError(f"{where}: {key} is a name.", f"Use e.g. {key}={default!r}.")
+    return value

@@ -9,19 +9,13 @@ import time
 import pytest
 import torch
 
-from helpers import (
-    batches,
-    catalog,
-    environment,
-    measure,
-    models,
-    placement,
-    profiles,
-    registry,
-    results,
-    variants,
-)
+from helpers import environment, measure, models, results, variants
 from helpers.errors import WorkbookError
+from helpers.machine import profiles
+from helpers.measure import batches
+from helpers.models import catalog
+from helpers.results import registry
+from helpers.techniques import placement, training
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def opt():
 CASES = [
     # (case, call(llama, opt), words the problem must contain, words the fix must contain)
     ("batch size 0", lambda m, o: batches.make_batch(m, 0, 16), "batch_size=0", "batch_size=1"),
-    ("negative batch size", lambda m, o: measure.forward(m, -2, 16, reps=1), "batch_size=-2", "batch_size"),
+    ("negative batch size", lambda m, o: measure.forward(m, -2, 16), "batch_size=-2", "batch_size"),
     (
         "batch size not a whole number",
         lambda m, o: batches.make_batch(m, 2.5, 16),
@@ -45,7 +39,7 @@ CASES = [
         "batch_size=1",
     ),
     ("length 0", lambda m, o: batches.make_batch(m, 1, 0), "seq_len=0", "seq_len"),
-    ("negative length", lambda m, o: measure.forward(m, 1, -5, reps=1), "seq_len=-5", "seq_len"),
+    ("negative length", lambda m, o: measure.forward(m, 1, -5), "seq_len=-5", "seq_len"),
     (
         "rotary length past the trained positions",
         lambda m, o: batches.make_batch(m, 1, 10_000),
@@ -143,6 +137,105 @@ CASES = [
         "no decode step",
         "new_tokens >= 2",
     ),
+    # a chapter's parameters, checked at chapter(...) against the kind of the profile's value
+    (
+        "model given as a number",
+        lambda m, o: environment.chapter("03", model=123),
+        "not a model name",
+        "catalog",
+    ),
+    ("model name misspelt", lambda m, o: environment.chapter("03", model="llama-7"), "llama-7", "llama-2-7b"),
+    (
+        "one batch size for a list",
+        lambda m, o: environment.chapter("03", gen_batches=4),
+        "list",
+        "gen_batches=[4]",
+    ),
+    (
+        "a share typed as text",
+        lambda m, o: environment.chapter("03", budget_fraction="65%"),
+        "number",
+        "0.65",
+    ),
+    (
+        "a share as a percentage",
+        lambda m, o: environment.chapter("03", budget_fraction=65),
+        "between 0 and 1",
+        "0.65",
+    ),
+    (
+        "steps spelt out",
+        lambda m, o: environment.chapter("06", steps="ten"),
+        "steps is a number",
+        "Use a number",
+    ),
+    (
+        "a fraction of a step",
+        lambda m, o: environment.chapter("06", steps=2.5),
+        "positive whole number",
+        "steps=",
+    ),
+    (
+        "no tokens to generate",
+        lambda m, o: environment.chapter("05", new_tokens=0),
+        "whole number",
+        "new_tokens=",
+    ),
+    (
+        "a negative batch in a list",
+        lambda m, o: environment.chapter("01", batch_sizes=[1, -2]),
+        "whole",
+        "Use e.g.",
+    ),
+    (
+        "padding past the row",
+        lambda m, o: environment.chapter("01", pad_fractions=[0.5, 1.5]),
+        "between 0",
+        "Use e.g.",
+    ),
+    (
+        "torch's dtype spelling",
+        lambda m, o: environment.chapter("02", encoder_dtype="float16"),
+        "dtype",
+        "bf16",
+    ),
+    (
+        "one model for a list",
+        lambda m, o: environment.chapter("01", models="opt-350m"),
+        "list of model",
+        "['opt-350m']",
+    ),
+    # models.load's options, checked by Request.of before anything loads
+    (
+        "int8 threshold as a word",
+        lambda m, o: models.load("llama-2-7b-tiny", weights="int8", int8_threshold="high"),
+        "not a number",
+        "6.0",
+    ),
+    (
+        "skip-modules that are not names",
+        lambda m, o: models.load("llama-2-7b-tiny", weights="int8", int8_skip_modules=[3]),
+        "module names",
+        "['lm_head']",
+    ),
+    ("a misspelt load option", lambda m, o: models.load("llama-2-7b-tiny", attn="sdpa"), "attn", "attention"),
+    ("a model that is not a name", lambda m, o: models.load(123), "not a model name", "catalog"),
+    # helpers called with the wrong kind of value
+    (
+        "padding share as text",
+        lambda m, o: batches.make_batch(m, 2, 16, pad_fraction="0.25"),
+        "not a number",
+        "0.25",
+    ),
+    (
+        "negative LoRA rank",
+        lambda m, o: training.lora_param_count(m.model, -4, ["q_proj"]),
+        "LoRA's rank",
+        "r=8",
+    ),
+    ("LoRA rank 0", lambda m, o: training.lora_param_count(m.model, 0, ["q_proj"]), "r=0", "r=16"),
+    ("an infinite memory budget", lambda m, o: placement.parse_gib(float("inf")), "finite", "15GiB"),
+    ("a negative memory budget", lambda m, o: placement.parse_gib("-3GiB"), "negative", "above zero"),
 ]
 
 
@@ -155,7 +248,17 @@ def test_refused_at_the_door(case, call, problem, fix, llama, opt):
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 15
+    assert len(CASES) >= 35
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only refusal: this machine has a CUDA GPU")
+def test_cpu_only_mistakes_name_the_cpu_fix():
+    with pytest.raises(WorkbookError) as err:
+        models.load("llama-2-7b-tiny", dtype="fp32", device_map="cuda")
+    assert "without a CUDA GPU" in err.value.problem and "device_map=None" in err.value.fix
+    with pytest.raises(WorkbookError) as err:
+        models.load("llama-2-7b-tiny", dtype="fp32", attention="sdpa-cudnn")
+    assert "On a CPU use attention='sdpa'" in err.value.fix, "not bf16, which fails on a CPU too"
 
 
 def test_a_hub_id_without_network_answers_in_seconds():
@@ -178,3 +281,10 @@ def test_sizes_that_are_fine_still_run(llama, opt):
     assert variants.weight_format("nf4-dq").double_quant
     assert set(registry.TABLES) >= {"05_grid", "07_decode"}
     assert catalog.entry("llama-2-7b").name == "llama-2-7b"
+    import numpy as np  # only here: numpy's whole numbers are sizes too
+
+    assert batches.make_batch(llama, np.int64(2), 16)["input_ids"].shape == (2, 16)
+    assert models.Request.of(
+        "llama-2-7b-tiny", weights="int8", int8_skip_modules="lm_head"
+    ).int8_skip_modules == ("lm_head",), "one module name is one name, not its letters"
+    assert environment.check_parameter("03", "gen_batches", (np.int64(1), 2), [1, 8]) == [1, 2]

@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from helpers import catalog
 from helpers.errors import WorkbookError
+from helpers.models import catalog
 
 
 def _params(cfg) -> int:

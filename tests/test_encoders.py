@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from helpers import fastpath, measure, models, texts
+from helpers import measure, models
 from helpers.errors import WorkbookError
+from helpers.techniques import fastpath, sentences
 
 
 @pytest.fixture(scope="module")
@@ -14,17 +15,17 @@ def encoder():
 
 @pytest.mark.parametrize("share", [None, 0.6, 0.9])
 def test_encode_reaches_the_padding_share(encoder, share):
-    e = texts.encode(encoder.tokenizer, texts.batch(16), share)
+    e = sentences.encode(encoder.tokenizer, sentences.batch(16), share)
     assert e["real_tokens"] == int(e["batch"]["attention_mask"].sum())
     if share is None:
-        assert e["seq_len"] == max(len(encoder.tokenizer(s)["input_ids"]) for s in texts.batch(16))
+        assert e["seq_len"] == max(len(encoder.tokenizer(s)["input_ids"]) for s in sentences.batch(16))
     else:
         assert e["pad_share"] == pytest.approx(share, abs=0.02)
 
 
 def test_fastpath_encoder_matches_transformers(encoder):
     fast = fastpath.FastpathEncoder(encoder.model)
-    e = texts.encode(encoder.tokenizer, texts.SENTENCES, 0.75, device=encoder.device)
+    e = sentences.encode(encoder.tokenizer, sentences.SENTENCES, 0.75, device=encoder.device)
     with torch.inference_mode():
         ref = fastpath.mean_pool(encoder.model(**e["batch"]).last_hidden_state, e["batch"]["attention_mask"])
         got = fastpath.mean_pool(fast(**e["batch"]), e["batch"]["attention_mask"])
@@ -33,7 +34,7 @@ def test_fastpath_encoder_matches_transformers(encoder):
 
 def test_fastpath_really_skips_padding(encoder):
     fast = fastpath.FastpathEncoder(encoder.model)
-    e = texts.encode(encoder.tokenizer, texts.batch(32), 0.9, device=encoder.device)
+    e = sentences.encode(encoder.tokenizer, sentences.batch(32), 0.9, device=encoder.device)
     pad = e["batch"]["attention_mask"] == 0
     with torch.inference_mode():
         skipped = fast(**e["batch"])
@@ -52,8 +53,12 @@ def test_fastpath_refuses_other_encoders(encoder):
 
 
 def test_paraphrases_are_closer_than_unrelated_pairs(encoder):
-    a = texts.encode(encoder.tokenizer, [p[0] for p in texts.PARAPHRASES], device=encoder.device)["batch"]
-    b = texts.encode(encoder.tokenizer, [p[1] for p in texts.PARAPHRASES], device=encoder.device)["batch"]
+    a = sentences.encode(encoder.tokenizer, [p[0] for p in sentences.PARAPHRASES], device=encoder.device)[
+        "batch"
+    ]
+    b = sentences.encode(encoder.tokenizer, [p[1] for p in sentences.PARAPHRASES], device=encoder.device)[
+        "batch"
+    ]
     with torch.inference_mode():
         ea = fastpath.mean_pool(encoder.model(**a).last_hidden_state, a["attention_mask"])
         eb = fastpath.mean_pool(encoder.model(**b).last_hidden_state, b["attention_mask"])
@@ -62,13 +67,18 @@ def test_paraphrases_are_closer_than_unrelated_pairs(encoder):
 
 
 def test_call_row_counts_real_tokens():
-    row = measure.call_row(lambda: torch.ones(100).sum(), real_tokens=500, device="cpu", warmup=1, reps=3)
+    row = measure.call_row(
+        lambda: torch.ones(100).sum(),
+        real_tokens=500,
+        device="cpu",
+        protocol=measure.Protocol(warmup=1, min_reps=3, max_reps=3),
+    )
     assert row["reps"] == 3 and row["tokens_per_s"] == pytest.approx(500 / (row["latency_ms"] / 1e3))
 
 
 @pytest.mark.parametrize("n,seq_len,share", [(8, 128, None), (8, 128, 0.5), (32, 256, 0.9), (1, 64, None)])
 def test_fixed_length_batches_have_the_asked_shape_and_padding(encoder, n, seq_len, share):
-    e = texts.encode(encoder.tokenizer, texts.batch(n), share, seq_len=seq_len)
+    e = sentences.encode(encoder.tokenizer, sentences.batch(n), share, seq_len=seq_len)
     ids, mask = e["batch"]["input_ids"], e["batch"]["attention_mask"]
     assert ids.shape == (n, seq_len) and e["seq_len"] == seq_len
     assert mask[0].all(), "the first row is one full-length document"
@@ -80,4 +90,4 @@ def test_fixed_length_batches_have_the_asked_shape_and_padding(encoder, n, seq_l
 
 def test_fixed_length_refuses_an_impossible_share(encoder):
     with pytest.raises(ValueError, match="pad_share"):
-        texts.encode_to_length(encoder.tokenizer, 4, 64, 1.0)
+        sentences.encode_to_length(encoder.tokenizer, 4, 64, 1.0)

@@ -9,8 +9,10 @@ import pytest
 import tomllib
 import torch
 
-from helpers import ceilings, environment, flash4, hardware, probes, profiles, timing
+from helpers import environment
 from helpers.errors import WorkbookError
+from helpers.machine import flash4, hardware, probes, profiles
+from helpers.measure import ceilings, timing
 
 
 def test_report_on_this_machine():
@@ -79,7 +81,7 @@ def test_unknown_card_has_no_datasheet():
 
 
 def test_measured_peaks_are_positive_and_plausible():
-    tflops, gbs = ceilings.measure_peaks(size=256, reps=3)
+    tflops, gbs = ceilings.measure_peaks(size=256)
     assert 0 < tflops < 5000 and 0 < gbs < 20000
 
 
@@ -87,9 +89,9 @@ def test_measured_peaks_divide_the_work_by_the_median_time(monkeypatch):
     """The arithmetic, with the timer replaced: a 256-wide matmul is 2 * 256**3 FLOP; the copy on a CPU moves
     2**26 bytes twice (read + write). A wrong count, a mean instead of the median or a unit slip fails here."""
     times = iter([[1.0, 2.0, 9.0], [4.0, 5.0, 50.0]])  # milliseconds; the medians are 2 ms and 5 ms
-    monkeypatch.setattr(ceilings, "time_callable", lambda fn, **kw: timing.Timing(next(times), 3))
+    monkeypatch.setattr(ceilings, "time_one", lambda fn, protocol, **kw: timing.Timing(next(times), 3))
     monkeypatch.setattr(ceilings, "device", lambda: torch.device("cpu"))
-    tflops, gbs = ceilings.measure_peaks(size=256, reps=3)
+    tflops, gbs = ceilings.measure_peaks(size=256)
     assert tflops == pytest.approx(2 * 256**3 / 2e-3 / 1e12)
     assert gbs == pytest.approx(2 * 2**26 / 5e-3 / 1e9)
 

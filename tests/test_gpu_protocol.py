@@ -9,9 +9,11 @@ import time
 import pytest
 import torch
 
-from helpers import busy, measure, models, protocol, speed, steps, timing
-from helpers.batches import make_batch
-from helpers.protocol import Protocol
+from helpers import measure, models
+from helpers.measure import busy, generation, protocol, timing
+from helpers.measure.batches import make_batch
+from helpers.measure.protocol import Protocol
+from helpers.techniques import decoding
 
 pytestmark = pytest.mark.gpu
 
@@ -35,14 +37,9 @@ def cycles_per_ms():
 
 def test_cuda_events_time_a_kernel_of_known_duration(cycles_per_ms):
     for ms in (2.0, 20.0):
-        s = protocol.measure(lambda ms=ms: torch.cuda._sleep(int(ms * cycles_per_ms)), QUICK, busy=None)
+        s = protocol.time_one(lambda ms=ms: torch.cuda._sleep(int(ms * cycles_per_ms)), QUICK, busy=None)
         assert s.median_ms == pytest.approx(ms, rel=0.05), (ms, s.samples_ms)
         assert s.ci_reached and s.stopped_by == "ci", "a sleeping kernel is steady: ±2% within a few reps"
-
-
-def test_the_old_timer_agrees_with_the_protocol(cycles_per_ms):
-    t = timing.time_callable(lambda: torch.cuda._sleep(int(5 * cycles_per_ms)), device="cuda", reps=10)
-    assert t.median_ms == pytest.approx(5.0, rel=0.05)
 
 
 def test_allocator_peak_of_a_known_allocation():
@@ -56,14 +53,14 @@ def test_allocator_peak_of_a_known_allocation():
 
 
 def test_busy_share_of_a_gpu_bound_and_a_host_bound_call(cycles_per_ms):
-    gpu = protocol.measure(lambda: torch.cuda._sleep(int(5 * cycles_per_ms)), QUICK)
+    gpu = protocol.time_one(lambda: torch.cuda._sleep(int(5 * cycles_per_ms)), QUICK)
     assert gpu.busy_share > 0.9 and not gpu.host_bound
 
     def host():
         time.sleep(0.01)  # the host's work; the GPU waits
         torch.cuda._sleep(int(0.5 * cycles_per_ms))
 
-    slow = protocol.measure(host, QUICK)
+    slow = protocol.time_one(host, QUICK)
     assert slow.busy_share < 0.2 and slow.host_bound
     meter = busy.profiler_meter(torch.device("cuda"))
     kernel_ms, wall_ms = meter(lambda: torch.cuda._sleep(int(10 * cycles_per_ms)))
@@ -79,7 +76,7 @@ def test_a_cuda_graph_replay_is_timed_and_counted_busy(cycles_per_ms):
     with torch.cuda.graph(graph):
         for _ in range(4):
             torch.cuda._sleep(int(cycles_per_ms))  # four 1 ms kernels in one launch
-    s = protocol.measure(graph.replay, QUICK)
+    s = protocol.time_one(graph.replay, QUICK)
     assert s.median_ms == pytest.approx(4.0, rel=0.05) and s.busy_share > 0.9
 
 
@@ -93,22 +90,22 @@ def test_the_sdpa_pin_holds_inside_generate(tiny_gpu):
     "No available kernel" from inside generate instead of falling back to another kernel."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = steps.generate_run(tiny_gpu, make_batch(tiny_gpu, 1, 32), 4)
+    run = generation.generate_run(tiny_gpu, make_batch(tiny_gpu, 1, 32), 4)
     with profile(activities=[ProfilerActivity.CUDA]) as prof, tiny_gpu.context():
         run()
     assert any("flash" in e.name.lower() for e in prof.events()), "the flash kernel ran"
-    padded = steps.generate_run(tiny_gpu, make_batch(tiny_gpu, 2, 32, pad_fraction=0.25), 4)
+    padded = generation.generate_run(tiny_gpu, make_batch(tiny_gpu, 2, 32, pad_fraction=0.25), 4)
     with pytest.raises(RuntimeError, match="(?i)no available kernel"), tiny_gpu.context():
         padded()
 
 
 def test_per_token_stamps_on_the_gpu_sum_to_the_generation(tiny_gpu):
-    run = steps.generate_run(tiny_gpu, make_batch(tiny_gpu, 1, 32), 16)
+    run = generation.generate_run(tiny_gpu, make_batch(tiny_gpu, 1, 32), 16)
     with tiny_gpu.context():
         run()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        read = steps.timed(run, "cuda")()
+        read = generation.timed(run, "cuda")()
         torch.cuda.synchronize()
         wall = (time.perf_counter() - t0) * 1e3
     got = read()
@@ -125,7 +122,7 @@ def test_batch1_decode_of_a_tiny_model_is_host_bound(tiny_gpu):
 def test_compiled_loop_on_nf4_matches_generate():
     # fp32 compute: random tiny weights give near-even logits, whose argmax bf16 rounding would flip
     nf4 = models.load("llama-2-7b-tiny", dtype="fp32", quant="nf4")
-    row = speed.decode(
+    row = decoding.decode(
         nf4, "compiled-loop", prompt_len=16, new_tokens=8, protocol=Protocol(warmup=1, min_reps=2, max_reps=3)
     )
     assert row["next_token_agreement"] >= 0.9 and row["decode_tok_s"] > 0 and row["compile_s"] >= 0

@@ -2,12 +2,14 @@ import pytest
 import torch
 from transformers import BitsAndBytesConfig
 
-from helpers import checkpoints, legacy, models
+from helpers import models
 from helpers.errors import WorkbookError
+from helpers.models import checkpoints
+from helpers.techniques import legacy
 
 
 def test_old_kwargs_really_fail_today():
-    fails = legacy.old_api_fails(str(checkpoints.materialize("llama-2-7b-tiny")))
+    fails = legacy.old_api_fails(str(checkpoints.build("llama-2-7b-tiny")))
     for key in ("use_flash_attention_2", "load_in_4bit", "load_in_8bit"):
         assert fails[key].startswith("TypeError"), fails
     assert fails["to_bettertransformer"].startswith("AttributeError")
@@ -53,7 +55,7 @@ def test_4bit_and_8bit_together_is_refused():
 
 
 def test_translated_kwargs_load_for_real():
-    path = str(checkpoints.materialize("llama-2-7b-tiny"))
+    path = str(checkpoints.build("llama-2-7b-tiny"))
     model, t = legacy.from_pretrained(
         path, load_in_4bit=True, torch_dtype=torch.bfloat16, use_flash_attention_2=False
     )

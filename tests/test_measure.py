@@ -5,25 +5,43 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import ceilings, hardware, measure, results, sweeps, timing, workload
+from helpers import measure, results
 from helpers.errors import WorkbookError
+from helpers.machine import hardware
+from helpers.measure import ceilings, sweeps, timing, workload
+
+ONCE = measure.Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
 
-def test_timer_on_a_workload_of_known_duration():
-    t = timing.time_callable(lambda: time.sleep(0.02), device="cpu", warmup=1, reps=7)
+def test_the_protocol_times_a_workload_of_known_duration():
+    t = measure.time_one(
+        lambda: time.sleep(0.02), measure.Protocol(warmup=1, min_reps=7, max_reps=7), device="cpu"
+    )
     assert len(t.samples_ms) == 7
     assert 19.5 <= t.median_ms <= 35, t.samples_ms
     assert t.quantile_ms(0.1) <= t.median_ms <= t.quantile_ms(0.9)
     summary = t.summary("latency")
-    assert set(summary) == {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_std_ms", "reps"}
+    assert {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_std_ms", "reps"} <= set(summary)
 
 
-def test_timer_counts_warmup_calls_separately():
+def test_warmup_calls_are_made_and_not_timed():
     calls = []
-    timing.time_callable(lambda: calls.append(1), device="cpu", warmup=3, reps=4)
-    assert len(calls) == 7
+    t = measure.time_one(
+        lambda: calls.append(1), measure.Protocol(warmup=3, min_reps=4, max_reps=4), device="cpu"
+    )
+    assert len(calls) == 7 and len(t.samples_ms) == 4
     with pytest.raises(WorkbookError):
-        timing.time_callable(lambda: None, device="cpu", reps=0)
+        measure.Protocol(min_reps=0)
+
+
+def test_no_old_measuring_path_is_left():
+    """One way to measure: no warm-up/reps keywords beside the protocol, no subtract-a-run decode."""
+    import inspect
+
+    for fn in (measure.forward, measure.generate, measure.call_row, measure.padding_vs_packing):
+        params = inspect.signature(fn).parameters
+        assert "protocol" in params and not {"warmup", "reps"} & set(params), fn.__name__
+    assert not hasattr(timing, "time_callable") and not hasattr(measure.generation, "decode_row")
 
 
 def test_memory_peak_is_nan_on_cpu_not_a_guess():
@@ -94,22 +112,23 @@ def test_a_failing_plot_does_not_lose_the_row():
 
 def test_forward_row(tiny):
     sol = ceilings.SpeedOfLight(1.0, 10.0, "test")
-    row = measure.forward(tiny, 2, 32, warmup=1, reps=3, sol=sol)
+    row = measure.forward(tiny, 2, 32, protocol=measure.Protocol(warmup=1, min_reps=3, max_reps=3), sol=sol)
     assert row["tokens"] == 64 and row["reps"] == 3 and row["latency_ms"] > 0
     assert row["tflops"] > 0 and row["sol_fraction_compute"] == pytest.approx(row["tflops"] / 1.0)
     assert row["attention"] == "sdpa" and row["model"] == "llama-2-7b-tiny"
 
 
 def test_forward_counts_only_real_tokens_with_padding(tiny):
-    row = measure.forward(tiny, 4, 40, pad_fraction=0.25, warmup=0, reps=1)
+    row = measure.forward(tiny, 4, 40, pad_fraction=0.25, protocol=ONCE)
     assert row["tokens"] == 120  # pads of 0, 7, 13 and 20 positions
 
 
 def test_generate_makes_exactly_the_tokens_asked(tiny):
-    row = measure.generate(tiny, 2, 16, 6, warmup=0, reps=2)
+    row = measure.generate(tiny, 2, 16, 6, protocol=measure.Protocol(warmup=0, min_reps=2, max_reps=2))
     assert row["new_tokens"] == 6 and row["decode_tok_s"] > 0 and row["prefill_ms"] > 0
-    assert row["total_ms"] > row["prefill_ms"]
-    assert row["decode_ms_per_token"] == pytest.approx((row["total_ms"] - row["prefill_ms"]) / 5)
+    assert row["total_ms"] > row["prefill_ms"] and row["timing"] == "per-token"
+    assert row["n"] == 2 * 5, "two generations of 5 decode steps each, every step a sample"
+    assert row["decode_tok_s"] == pytest.approx(2 * 1e3 / row["decode_ms_per_token"])
 
 
 def test_flop_count_by_hand(tiny):
@@ -125,7 +144,8 @@ def test_flop_count_by_hand(tiny):
 
 def test_decode_step_bytes_count_the_rows_read_and_the_4bit_scales(tiny):
     """A step looks up one embedding row per sequence, not the whole table; 4-bit constants are read too."""
-    from helpers import models, quant
+    from helpers import models
+    from helpers.techniques import quant
 
     emb = tiny.model.get_input_embeddings().weight
     row, table = emb.shape[1] * emb.element_size(), emb.numel() * emb.element_size()
@@ -180,7 +200,7 @@ def test_model_sized_oom_is_a_row_not_a_crash(tiny):
     # 16384 x 4096 token ids fit (0.5 GiB); their 64 GiB of hidden states do not: the model's own
     # allocation fails for real, the row says OOM, and the next point is measured
     def point(p):
-        return measure.forward(tiny, p["batch_size"], p["seq_len"], warmup=0, reps=1)
+        return measure.forward(tiny, p["batch_size"], p["seq_len"], protocol=ONCE)
 
     df = sweeps.run([{"batch_size": 2**14, "seq_len": 4096}, {"batch_size": 1, "seq_len": 16}], point)
     assert df.status.tolist() == ["OOM", "ok"], df.error.tolist()

@@ -5,20 +5,23 @@ import time
 import pytest
 import torch
 
-from helpers import batches, catalog, checkpoints, hardware, models, probes, request
+from helpers import models
 from helpers.errors import WorkbookError
+from helpers.machine import hardware, probes
+from helpers.measure import batches
+from helpers.models import catalog, checkpoints, request
 
 TINY = [n for n in catalog.ENTRIES if n.endswith("-tiny")]
 
 
-def test_materialize_writes_a_real_checkpoint_once():
-    folder = checkpoints.materialize("opt-350m-tiny")
+def test_build_writes_a_real_checkpoint_once():
+    folder = checkpoints.build("opt-350m-tiny")
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
     assert (folder / "tokenizer.json").exists()
     marker = json.loads((folder / checkpoints.MARKER).read_text())
     assert marker["weights"].startswith("random") and marker["params"] > 0
     stamp = os.path.getmtime(folder / "model.safetensors")
-    assert checkpoints.materialize("opt-350m-tiny") == folder
+    assert checkpoints.build("opt-350m-tiny") == folder
     assert os.path.getmtime(folder / "model.safetensors") == stamp, "a cached model is not rebuilt"
 
 
@@ -149,12 +152,12 @@ def test_bf16_on_a_card_without_bf16_names_fp16(monkeypatch):
         lambda: hardware.DeviceInfo("cuda", "Tesla T4", 1, 14.6, "7.5", False, "x86_64", 4),
     )
     with pytest.raises(WorkbookError, match="no bf16") as err:
-        models.check_request(models.Request("llama-2-7b-tiny", "bf16", "sdpa"))
+        models.request.refuse_unrunnable(models.Request("llama-2-7b-tiny", "bf16", "sdpa"))
     assert "fp16" in err.value.fix
 
 
 def test_local_folder_passes_straight_through():
-    folder = checkpoints.materialize("falcon-7b-tiny")
+    folder = checkpoints.build("falcon-7b-tiny")
     loaded = models.load(str(folder), dtype="fp32", attention="sdpa")
     assert loaded.source == "local" and loaded.verification.ok
 
@@ -215,7 +218,7 @@ def test_falcon_cannot_switch_attention_in_place_and_the_slot_reloads_it():
     first = slot.get("falcon-7b-tiny", dtype="fp32", attention="eager")
     second = slot.get("falcon-7b-tiny", dtype="fp32", attention="sdpa")
     assert second.model.config._attn_implementation == "sdpa" and second.verification.ok
-    assert isinstance(first.model, models._Unloaded), "the previous model was released"
+    assert isinstance(first.model, models.loading._Unloaded), "the previous model was released"
     llama = slot.get("llama-2-7b-tiny", dtype="fp32", attention="sdpa")
     same = slot.get("llama-2-7b-tiny", dtype="fp32", attention="eager")
     assert same is llama and llama.model.config._attn_implementation == "eager"  # switched in place

@@ -3,12 +3,13 @@ import math
 import pytest
 import torch
 
-from helpers import charts, plots, sweeps, widgets
 from helpers.errors import WorkbookError
+from helpers.measure import sweeps
+from helpers.show import charts, live, panels
 
 
 def test_live_plot_gains_a_point_per_row():
-    p = plots.LivePlot("seq_len", "latency_ms", "attention")
+    p = live.LivePlot("seq_len", "latency_ms", "attention")
     for i, s in enumerate([64, 128, 256]):
         p.add({"seq_len": s, "latency_ms": 1.0 + i, "attention": "sdpa", "status": "ok"})
         assert p.point_count() == i + 1
@@ -19,7 +20,7 @@ def test_live_plot_gains_a_point_per_row():
 
 
 def test_failed_points_are_drawn_not_dropped():
-    p = plots.LivePlot("batch_size", "latency_ms", ["attention", "weights"], ceiling=(5.0, "speed of light"))
+    p = live.LivePlot("batch_size", "latency_ms", ["attention", "weights"], ceiling=(5.0, "speed of light"))
     p.add({"batch_size": 1, "latency_ms": 3.0, "attention": "eager", "weights": "bf16", "status": "ok"})
     p.add(
         {
@@ -51,7 +52,7 @@ def test_failed_points_are_drawn_not_dropped():
 
 
 def test_named_x_values_become_bars_in_arrival_order():
-    p = plots.LivePlot("attention", "tflops")
+    p = live.LivePlot("attention", "tflops")
     for a, v in [("eager", 1.0), ("sdpa", 3.0), ("flex", 2.0)]:
         p.add({"attention": a, "tflops": v})
     fig = p.figure()
@@ -60,19 +61,19 @@ def test_named_x_values_become_bars_in_arrival_order():
 
 
 def test_mime_bundle_has_lab_and_html_forms():
-    p = plots.LivePlot("x", "y")
+    p = live.LivePlot("x", "y")
     p.add({"x": 1, "y": 2})
-    bundle = plots.mime_bundle(p.figure())
+    bundle = live.mime_bundle(p.figure())
     assert bundle["application/vnd.plotly.v1+json"]["data"][0]["x"] == [1]
     assert "cdn.plot.ly" in bundle["text/html"] and "<html" not in bundle["text/html"]
 
 
 def _panel(run, **kw):
-    return widgets.ControlPanel({"mode": ["a", "b"], "batch_size": [1, 2], "pad": [False, True]}, run, **kw)
+    return panels.ControlPanel({"mode": ["a", "b"], "batch_size": [1, 2], "pad": [False, True]}, run, **kw)
 
 
 def test_panel_click_runs_and_plots_each_row():
-    plot = plots.LivePlot("batch_size", "latency_ms", "mode")
+    plot = live.LivePlot("batch_size", "latency_ms", "mode")
 
     def run(p):
         for i in range(3):
@@ -82,7 +83,7 @@ def test_panel_click_runs_and_plots_each_row():
     panel.set(mode="b", batch_size=2).click()
     assert len(panel.rows) == 3 and plot.point_count() == 3 and not panel.errors
     assert "done: 3" in panel.status.value and not panel.button.disabled
-    assert isinstance(panel.controls["pad"], widgets.W.Checkbox)
+    assert isinstance(panel.controls["pad"], panels.W.Checkbox)
 
 
 def test_panel_shows_workbook_errors_with_the_fix():
@@ -139,7 +140,7 @@ def test_panel_rows_carry_the_options_they_were_measured_with():
 
 
 def test_panel_options_can_carry_labels():
-    panel = widgets.ControlPanel(
+    panel = panels.ControlPanel(
         {"pad": [("natural", None), ("75%", 0.75)], "n": [1, 2]}, lambda p: {"latency_ms": 1.0}
     )
     assert panel.values() == {"pad": None, "n": 1}
@@ -156,7 +157,7 @@ def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
         {"batch_size": 4, "weights": "bf16", "decode_tok_s": 160.0, "sol_fraction_bandwidth": 0.25},
         {"batch_size": 1, "weights": "nf4", "decode_tok_s": 30.0, "sol_fraction_bandwidth": 0.05},
     ]
-    plot = plots.LivePlot("batch_size", "decode_tok_s", "weights", sol=True)
+    plot = live.LivePlot("batch_size", "decode_tok_s", "weights", sol=True)
     plot.extend(rows)
     traces = {t.name: t for t in plot.figure().data}
     assert list(traces["bf16"].text) == ["20%", "25%"]
@@ -167,13 +168,13 @@ def test_speed_of_light_overlay_labels_each_point_and_draws_the_limit():
     )
     assert traces["nf4 · speed of light"].showlegend is False, "one legend entry per line, its limit included"
     assert plot.point_count() == 3, "the limit lines are not measured points"
-    latency = plots.LivePlot("seq_len", "latency_ms", sol=True)
+    latency = live.LivePlot("seq_len", "latency_ms", sol=True)
     latency.add({"seq_len": 512, "latency_ms": 10.0, "sol_fraction_compute": 0.5})
     assert list({t.name: t for t in latency.figure().data}["latency_ms · speed of light"].y) == [
         5.0
     ]  # time x fraction
-    assert plots.sol_fraction({"decode_tok_s": 1.0}, "decode_tok_s") is None
-    assert plots.sol_limit({"tokens_per_s": 100.0, "sol_fraction_compute": 0.5}, "tokens_per_s") == 200.0
+    assert live.sol_fraction({"decode_tok_s": 1.0}, "decode_tok_s") is None
+    assert live.sol_limit({"tokens_per_s": 100.0, "sol_fraction_compute": 0.5}, "tokens_per_s") == 200.0
 
 
 def test_many_lines_move_shares_to_hover_and_facets_share_colours():
@@ -189,7 +190,7 @@ def test_many_lines_move_shares_to_hover_and_facets_share_colours():
         for a in ("eager", "sdpa", "sdpa-flash", "sdpa-efficient", "fa4")
         for b in (1, 4, 16)
     ]
-    plot = plots.LivePlot("batch_size", "decode_tok_s", "attention", sol=True, facet="weights", log_y=True)
+    plot = live.LivePlot("batch_size", "decode_tok_s", "attention", sol=True, facet="weights", log_y=True)
     plot.extend(rows)
     fig = plot.figure()
     lines = [t for t in fig.data if "speed of light" not in t.name]
@@ -226,7 +227,7 @@ def test_many_lines_move_shares_to_hover_and_facets_share_colours():
         "one shared limit a panel, in gray"
     )
     assert list(cross.y) == [8.0], "crosses sit below the lowest point of any panel (10 x 0.8)"
-    log_x = plots.LivePlot("batch_size", "decode_tok_s", "weights", log_x=True)
+    log_x = live.LivePlot("batch_size", "decode_tok_s", "weights", log_x=True)
     log_x.extend(rows)
     assert list(log_x.figure().layout.xaxis.ticktext) == ["1", "4", "16"], "a few swept values: ticks at them"
 

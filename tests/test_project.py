@@ -12,7 +12,7 @@ import pytest
 import tomllib
 import yaml
 
-from helpers import prose
+from helpers.results import prose
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -225,19 +225,55 @@ def test_readme_shows_a_screenshot_the_browser_tests_take():
 # --------------------------------------------------------------------------- structure
 
 HELPERS = ROOT / "helpers"
-MODULES = sorted(p.stem for p in HELPERS.glob("*.py") if p.stem != "__init__")
+PACKAGES = ["machine", "results", "models", "measure", "show", "techniques"]  # lowest layer first
+FILES = {
+    ".".join(p.relative_to(HELPERS).with_suffix("").parts).removesuffix("__init__").rstrip(".")
+    or "helpers": p
+    for p in sorted(HELPERS.rglob("*.py"))
+}  # "measure.protocol" -> helpers/measure/protocol.py; "measure" -> helpers/measure/__init__.py
+MODULES = sorted(m for m, p in FILES.items() if p.name != "__init__.py")
 
 
-def _helper_imports(path: Path) -> set[str]:
-    text = path.read_text()
-    deps = set(re.findall(r"^\s*from \.(\w+) import", text, re.M))
-    for names in re.findall(r"^\s*from \. import ([\w, ]+)", text, re.M):
-        deps |= {n.strip() for n in names.split(",")}
-    return deps
+def _helper_imports(name: str) -> set[str]:
+    """The helper modules (and packages) that ``name`` imports, relative imports resolved like Python does:
+    ``from .x import``, ``from ..x.y import``, ``from . import a, b`` (submodules), ``from .. import measure``."""
+    path = FILES[name]
+    here = [] if name == "helpers" else name.split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 0:
+            if not (node.module or "").startswith("helpers"):
+                continue
+            base = node.module.split(".")[1:]
+        else:
+            up = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            base = up + (node.module.split(".") if node.module else [])
+        target = ".".join(base) or "helpers"
+        named = {".".join([*base, a.name]) for a in node.names}
+        subs = {n for n in named if n in FILES}
+        deps |= subs or ({target} if target in FILES else set())
+        if subs and target in FILES and named - subs:
+            deps.add(target)
+    return deps - {name}
+
+
+GRAPH = {m: _helper_imports(m) for m in FILES}
+
+
+def test_the_import_graph_reads_every_kind_of_relative_import():
+    """A circle check that silently looked at nothing would pass: the graph must hold known edges of each form."""
+    assert sum(map(len, GRAPH.values())) > 100
+    assert "measure.protocol" in GRAPH["measure.forward_pass"]  # from .protocol import
+    assert "machine.hardware" in GRAPH["measure.protocol"]  # from ..machine.hardware import
+    assert "models" in GRAPH["techniques.decoding"]  # from .. import models
+    assert {"measure.protocol", "measure.sweeps"} <= GRAPH["measure"]  # from . import protocol, sweeps
+    assert "errors" in GRAPH["variants"] and "machine.notices" in GRAPH["helpers"]
 
 
 def test_helpers_have_no_import_circle():
-    graph = {m: _helper_imports(HELPERS / f"{m}.py") for m in MODULES}
     done, path = set(), []
 
     def visit(m):
@@ -245,27 +281,98 @@ def test_helpers_have_no_import_circle():
         if m in done:
             return
         path.append(m)
-        for d in graph.get(m, ()):
+        for d in GRAPH.get(m, ()):
             visit(d)
         path.pop()
         done.add(m)
 
-    for m in MODULES:
+    for m in FILES:
         visit(m)
 
 
-def test_helper_modules_are_small_and_all_listed():
-    sizes = {m: len((HELPERS / f"{m}.py").read_text().splitlines()) for m in MODULES}
+def test_subpackages_import_only_lower_layers():
+    """machine < results < models < measure < show < techniques < environment: a folder imports only the folders
+    below it, so the layout of folders is the architecture."""
+    rank = {p: i for i, p in enumerate(PACKAGES)}
+    for m, deps in GRAPH.items():
+        top = m.split(".")[0]
+        if top not in rank:
+            continue
+        for d in deps:
+            other = d.split(".")[0]
+            if other in rank:
+                assert rank[other] <= rank[top], f"{m} imports {d}: {top}/ may use only the folders below it"
+
+
+def test_helper_modules_are_small_listed_and_exported():
+    sizes = {m: len(FILES[m].read_text().splitlines()) for m in MODULES}
     assert max(sizes.values()) <= 330, {m: n for m, n in sizes.items() if n > 330}  # "about 300 lines"
-    listed = set(re.findall(r"^- ``(\w+)``", (HELPERS / "__init__.py").read_text(), re.M))
-    assert listed == set(MODULES), f"helpers/__init__.py lists {sorted(listed ^ set(MODULES))} wrongly"
+    for package in ["helpers", *PACKAGES]:
+        init = FILES[package]
+        inside = {
+            m.split(".")[-1]
+            for m in FILES
+            if m.rpartition(".")[0] == ("" if package == "helpers" else package)
+        }
+        if package == "helpers":
+            inside = {m for m in FILES if "." not in m and m != "helpers"}
+        listed = set(re.findall(r"^- ``(\w+)``", init.read_text(), re.M))
+        assert listed == inside, f"{init.relative_to(ROOT)} lists {sorted(listed ^ inside)} wrongly"
+        if package != "helpers":
+            module = __import__(f"helpers.{package}", fromlist=["__all__"])
+            assert set(inside) <= set(module.__all__), f"helpers.{package}.__all__ lacks a module"
+            assert all(hasattr(module, n) for n in module.__all__), f"helpers.{package}.__all__ names a ghost"
+
+
+def test_no_module_re_exports_another():
+    """A module's names are its own: a package's ``__init__`` is the only door that gathers names."""
+    for m in MODULES:
+        text = FILES[m].read_text()
+        assert "part of" not in text or "API" not in text or "noqa: F401" not in text, m
+        assert "noqa: F401" not in text, f"{m} imports a name it does not use (a re-export)"
 
 
 def test_in_function_imports_say_why():
     for m in MODULES:
-        for line in (HELPERS / f"{m}.py").read_text().splitlines():
+        for line in FILES[m].read_text().splitlines():
             if re.match(r"^\s{4,}(from \S+ )?import ", line):
-                assert "#" in line, f"{m}.py imports inside a function without saying why: {line.strip()}"
+                assert "#" in line, f"{m} imports inside a function without saying why: {line.strip()}"
+
+
+def test_tools_use_the_installed_package():
+    for tool in sorted((ROOT / "tools").glob("*.py")):
+        text = tool.read_text()
+        if tool.name == "colab_setup.py":  # the one exception: a kernel started before the editable install
+            continue
+        assert "sys.path.insert" not in text, f"{tool.name}: import helpers as the installed package"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_chapter_sets_up_with_a_few_names_that_nothing_shadows(path):
+    code = _code(path)
+    names = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
+            names += [a.asname or a.name for a in node.names]
+    assert 1 <= len(names) <= 8, f"a chapter imports about five names from helpers, not {len(names)}: {names}"
+    tree = ast.parse(code)
+
+    def bound_by(target):  # the names an assignment binds (not those read inside a subscript or attribute)
+        if isinstance(target, ast.Name):
+            return {target.id}
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return set().union(*map(bound_by, target.elts))
+        return bound_by(target.value) if isinstance(target, ast.Starred) else set()
+
+    bound = set()
+    for n in ast.walk(tree):
+        targets = n.targets if isinstance(n, ast.Assign) else [getattr(n, "target", None)]
+        bound |= set().union(*(bound_by(t) for t in targets if t is not None))
+    bound |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    helper_names = set(names) | set(PACKAGES) | {m for m in FILES if "." not in m}
+    assert not bound & helper_names, (
+        f"notebook names that shadow a helper module: {sorted(bound & helper_names)}"
+    )
 
 
 def _code(path: Path) -> str:
@@ -292,7 +399,7 @@ def test_every_chapter_sets_up_through_chapter(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_sizes_exist_for_every_profile(path):
-    from helpers import profiles
+    from helpers.machine import profiles
 
     number = path.name[:2]
     keys = [set(p.chapters[number]) for p in profiles.PROFILES.values()]
@@ -304,7 +411,7 @@ def test_chapter_sizes_exist_for_every_profile(path):
 
 
 def test_every_saved_table_is_registered():
-    from helpers import registry
+    from helpers.results import registry
 
     for path in NOTEBOOKS:
         for name in re.findall(r'results\.save\(\w+, "(\w+)"', _code(path)):
@@ -347,7 +454,9 @@ def test_a_said_sentence_is_shown_once_and_stays_a_string(capsys):
     shell = InteractiveShell.instance()
     shown = []
     shell.display_pub.publish = lambda data, **kw: shown.append(data)
-    said = shell.run_cell("from helpers import prose\nprose.say('Decode ran at **12.5** tok/s.')").result
+    said = shell.run_cell(
+        "from helpers.results import prose\nprose.say('Decode ran at **12.5** tok/s.')"
+    ).result
     assert said == "Decode ran at **12.5** tok/s." and isinstance(said, str)
     assert [d.get("text/markdown") for d in shown] == ["Decode ran at **12.5** tok/s."], shown
     assert "12.5" not in capsys.readouterr().out, "the cell's value is not shown again"

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import busy, hardware, intervals, measure, protocol, results, speed, steps
-from helpers.batches import make_batch
+from helpers import measure, results
 from helpers.errors import WorkbookError
-from helpers.protocol import Protocol, Variant
+from helpers.machine import hardware
+from helpers.measure import busy, generation, intervals, protocol
+from helpers.measure.batches import make_batch
+from helpers.measure.protocol import Call, Protocol
+from helpers.techniques import decoding
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,13 +58,13 @@ def test_ratio_of_medians_carries_its_interval():
     rng = random.Random(0)
     slow = [rng.gauss(20, 0.2) for _ in range(30)]
     fast = [rng.gauss(10, 0.1) for _ in range(30)]
-    r = intervals.ratio(slow, fast)
+    r = intervals.ratio_of_medians(slow, fast)
     assert r.value == pytest.approx(2.0, rel=0.01) and r.ci_low < r.value < r.ci_high and r.contains(2.0)
     assert r.ci_high - r.ci_low < 0.05
-    same = intervals.ratio(fast, list(fast))
+    same = intervals.ratio_of_medians(fast, list(fast))
     assert same.contains(1.0), "one set against itself: the interval holds 1"
     assert set(r.columns("speedup")) == {"speedup", "speedup_ci_low", "speedup_ci_high"}
-    memory = intervals.ratio([12.96], [17.8])
+    memory = intervals.ratio_of_medians([12.96], [17.8])
     assert memory.ci_low == memory.value == memory.ci_high, "one value each (a memory peak): no spread"
 
 
@@ -70,7 +73,7 @@ def test_ratio_of_medians_carries_its_interval():
 
 def test_a_quiet_callable_stops_as_soon_as_the_interval_is_reached():
     rng, durations = random.Random(0), []
-    s = protocol.measure(
+    s = protocol.time_one(
         lambda: durations.append(rng.gauss(10, 0.05)),
         Protocol(warmup=1, min_reps=6, max_reps=500, target_ci=0.02),
         timer=fake_timer(durations),
@@ -99,7 +102,7 @@ def test_a_noisy_callable_stops_at_the_budget_and_says_so():
         durations.append(rng.lognormvariate(0, 1.0))
 
     t0 = time.perf_counter()
-    s = protocol.measure(
+    s = protocol.time_one(
         noisy,
         Protocol(warmup=0, min_reps=6, max_reps=100_000, budget_s=0.3),
         timer=fake_timer(durations),
@@ -108,7 +111,7 @@ def test_a_noisy_callable_stops_at_the_budget_and_says_so():
     assert s.stopped_by == "budget" and not s.ci_reached
     assert 0.3 <= time.perf_counter() - t0 < 2 and len(s.samples_ms) >= 6
     assert len(s.samples_ms) == len(durations), "every sample kept"
-    capped = protocol.measure(
+    capped = protocol.time_one(
         noisy, Protocol(warmup=0, min_reps=6, max_reps=10), timer=fake_timer(durations), busy=None
     )
     assert capped.stopped_by == "max_reps" and len(capped.samples_ms) == 10
@@ -120,7 +123,7 @@ def test_protocol_refuses_settings_that_cannot_work():
     with pytest.raises(WorkbookError, match="target_ci"):
         Protocol(target_ci=0)
     with pytest.raises(WorkbookError, match="variants"):
-        protocol.measure_interleaved({})
+        protocol.time_interleaved({})
 
 
 # --------------------------------------------------------------------------- interleaving
@@ -136,10 +139,10 @@ def test_interleaving_makes_drift_hit_every_variant_alike():
 
     p = Protocol(warmup=2, min_reps=30, max_reps=30, target_ci=1e-9)
     kw = dict(timer=fake_timer(durations), busy=None, device="cpu")
-    inter = protocol.measure_interleaved({"a": drifting, "b": drifting}, p, **kw)
+    inter = protocol.time_interleaved({"a": drifting, "b": drifting}, p, **kw)
     gap = abs(inter["a"].median_ms / inter["b"].median_ms - 1)
     durations.clear()
-    a, b = protocol.measure(drifting, p, **kw), protocol.measure(drifting, p, **kw)
+    a, b = protocol.time_one(drifting, p, **kw), protocol.time_one(drifting, p, **kw)
     assert gap < 0.01 and b.median_ms / a.median_ms - 1 > 0.1, (gap, a.median_ms, b.median_ms)
 
 
@@ -152,14 +155,14 @@ def test_every_variant_is_warmed_before_any_is_timed_and_runs_in_its_context():
         yield
 
     variants = {
-        k: Variant(
+        k: Call(
             lambda k=k: log.append(f"call {k}"),
             context=lambda k=k: pinned(k),
             setup=lambda k=k: log.append(f"setup {k}"),
         )
         for k in ("x", "y")
     }
-    out = protocol.measure_interleaved(
+    out = protocol.time_interleaved(
         variants, Protocol(warmup=2, min_reps=2, max_reps=2), busy=None, device="cpu"
     )
     calls = [e for e in log if e.startswith("call")]
@@ -191,11 +194,11 @@ def test_host_bound_flag_on_a_deliberately_slow_host_step():
         return kernel_ms[-1], (time.perf_counter() - t0) * 1e3
 
     p = Protocol(warmup=1, min_reps=3, max_reps=3)
-    out = protocol.measure_interleaved({"host": slow_host, "gpu": busy_device}, p, busy=meter, device="cpu")
+    out = protocol.time_interleaved({"host": slow_host, "gpu": busy_device}, p, busy=meter, device="cpu")
     assert out["host"].busy_share < 0.15 and out["host"].host_bound
     assert out["gpu"].busy_share > 0.8 and not out["gpu"].host_bound
     assert out["host"].flags()["host_bound"] is True
-    cpu = protocol.measure(busy_device, p, device="cpu")  # busy="auto": nothing to measure on a CPU
+    cpu = protocol.time_one(busy_device, p, device="cpu")  # busy="auto": nothing to measure on a CPU
     assert cpu.busy_share != cpu.busy_share and not cpu.host_bound
     assert busy.union_ms([(0, 2), (1, 3), (5, 6)]) == 4
 
@@ -206,9 +209,9 @@ QUICK = Protocol(warmup=1, min_reps=2, max_reps=2)
 
 
 def test_per_token_stamps_sum_to_the_generation_and_count_its_steps(tiny):
-    run = steps.generate_run(tiny, make_batch(tiny, 1, 16), 8)
+    run = generation.generate_run(tiny, make_batch(tiny, 1, 16), 8)
     run()  # warm
-    fn = steps.timed(run, "cpu")
+    fn = generation.timed(run, "cpu")
     t0 = time.perf_counter()
     read = fn()
     wall = (time.perf_counter() - t0) * 1e3
@@ -233,15 +236,15 @@ def test_generate_with_a_protocol_times_each_token_of_each_run(tiny):
 
 
 def test_own_loop_stamps_each_token(tiny):
-    loop = speed.GreedyLoop(tiny, 1, 16, 6)
+    loop = decoding.GreedyLoop(tiny, 1, 16, 6)
     loop.step = loop.model  # the eager model: the stamps, not compilation, are under test
-    read = steps.timed(lambda stamps: loop(6, stamp=stamps), "cpu")()
+    read = generation.timed(lambda stamps: loop(6, stamp=stamps), "cpu")()
     assert len(read()["decode"]) == 5
     torch._dynamo.reset()
 
 
 def test_decode_modes_are_interleaved_and_compile_time_only_where_something_compiles(tiny):
-    rows = speed.decode_modes(tiny, ["dynamic", "static"], prompt_len=16, new_tokens=4, protocol=QUICK)
+    rows = decoding.decode_modes(tiny, ["dynamic", "static"], prompt_len=16, new_tokens=4, protocol=QUICK)
     assert [r["mode"] for r in rows] == ["dynamic", "static"]
     for r in rows:
         assert r["first_call_s"] > 0 and r["compile_s"] != r["compile_s"], (
@@ -255,7 +258,7 @@ def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):
     assert [r["attention"] for r in rows] == ["eager", "sdpa"] and tiny.request.attention == "sdpa"
     for r in rows:
         assert r["latency_ci_low_ms"] <= r["latency_ms"] <= r["latency_ci_high_ms"] and r["n"] == 2
-    speedup = intervals.ratio(rows[0]["latency_samples_ms"], rows[1]["latency_samples_ms"])
+    speedup = intervals.ratio_of_medians(rows[0]["latency_samples_ms"], rows[1]["latency_samples_ms"])
     assert speedup.ci_low <= speedup.value <= speedup.ci_high, "a ratio's interval from two saved rows"
     one = measure.forward(tiny, 1, 32, protocol=QUICK)
     assert one["attention"] == "sdpa" and {"ci_reached", "host_bound", "busy_share"} <= set(one)

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from helpers import catalog, checks, measure, models, placement, quant, workload
+from helpers import measure, models
 from helpers.errors import WorkbookError
+from helpers.measure import agreement, workload
+from helpers.measure.protocol import Protocol
+from helpers.models import catalog
+from helpers.techniques import placement, quant
+
+ONCE = Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
 TINY = "llama-2-7b-tiny"
 
@@ -55,7 +61,7 @@ def test_outlier_decomposition_rescues_int8():
     clean, _ = quant.outlier_activations(32, 512, outliers=0, dtype=torch.float32)
     spiky, cols = quant.outlier_activations(32, 512, outliers=4, magnitude=60.0, dtype=torch.float32)
     assert (spiky[:, cols].abs().amax(0) > 6).all()
-    err = lambda x, t: checks.relative_error(quant.int8_matmul(x, w, t), x @ w.T)  # noqa: E731
+    err = lambda x, t: agreement.relative_error(quant.int8_matmul(x, w, t), x @ w.T)  # noqa: E731
     assert err(clean, None) < 0.02
     assert err(spiky, 6.0) < err(spiky, None) / 5
     assert err(spiky, 1e9) == pytest.approx(err(spiky, None))  # a threshold nothing exceeds changes nothing
@@ -80,9 +86,9 @@ def test_budget_caps_the_main_device():
 def test_over_budget_model_spills_and_still_generates():
     full = models.load(TINY, dtype="fp32").footprint_gib()
     loaded = models.load(TINY, dtype="fp32", device_map="auto", max_memory=placement.budget(full * 0.6))
-    where = placement.placement_row(loaded.model)
+    where = placement.gib_per_device(loaded.model)
     assert len(where) >= 2 and sum(where.values()) == pytest.approx(full, rel=0.05), where
-    assert measure.generate(loaded, 1, 16, 3, warmup=0, reps=1)["decode_tok_s"] > 0
+    assert measure.generate(loaded, 1, 16, 3, protocol=ONCE)["decode_tok_s"] > 0
 
 
 def test_multi_gpu_run_needs_two_gpus():
@@ -99,6 +105,6 @@ def test_param_count_matches_the_published_checkpoints(name, billions):
 
 def test_encoder_decoder_generates_exactly_the_new_tokens():
     t5 = models.load("t5-11b-tiny", dtype="fp32", attention="sdpa")
-    row = measure.generate(t5, 2, 16, 4, warmup=0, reps=1)
+    row = measure.generate(t5, 2, 16, 4, protocol=ONCE)
     assert row["new_tokens"] == 4 and row["decode_tok_s"] > 0
     assert workload.decode_step_bytes(t5.model) < workload.weight_bytes(t5.model)

@@ -4,9 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import ceilings, models, speed
+from helpers import models
 from helpers.errors import WorkbookError
-from helpers.protocol import Protocol
+from helpers.measure import ceilings
+from helpers.measure.protocol import Protocol
+from helpers.techniques import decoding, roofline
+
+ONCE = Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
 
 @pytest.fixture(scope="module")
@@ -14,12 +18,14 @@ def tiny():
     return models.load("llama-2-7b-tiny", dtype="fp32")
 
 
-@pytest.mark.parametrize("mode", [m for m in speed.MODES if m != "compiled"])
+@pytest.mark.parametrize("mode", [m for m in decoding.MODES if m != "compiled"])
 def test_each_decode_mode_generates_and_reports_compile_time_apart(tiny, mode):
     """Timed per token by the protocol: a decode figure for every mode, even on a busy machine, where the
     difference of two runs' medians can vanish in the noise."""
     quick = Protocol(warmup=1, min_reps=2, max_reps=2)
-    row = speed.decode(tiny, mode, prompt_len=16, new_tokens=4, sol=ceilings.speed_of_light(), protocol=quick)
+    row = decoding.decode(
+        tiny, mode, prompt_len=16, new_tokens=4, sol=ceilings.speed_of_light(), protocol=quick
+    )
     assert row["mode"] == mode and row["decode_tok_s"] > 0 and row["first_call_s"] > 0
     assert row["compiled_by"] == ("torch.compile" if mode == "compiled-loop" else "")
     compiles = mode == "compiled-loop"
@@ -28,11 +34,11 @@ def test_each_decode_mode_generates_and_reports_compile_time_apart(tiny, mode):
     )
     assert tiny.model.forward.__func__ is type(tiny.model).forward, "nothing compiled is left on the model"
     with pytest.raises(ValueError, match="choose one of"):
-        speed.decode(tiny, "fastest", prompt_len=16, new_tokens=4)
+        decoding.decode(tiny, "fastest", prompt_len=16, new_tokens=4)
 
 
 def test_the_two_run_decode_reports_a_figure_or_why_not_and_no_compile_time(tiny):
-    row = speed.decode(tiny, "dynamic", prompt_len=16, new_tokens=4, reps=1)
+    row = decoding.decode(tiny, "dynamic", prompt_len=16, new_tokens=4, protocol=ONCE)
     assert row["first_call_s"] > 0 and row["compile_s"] != row["compile_s"], "NaN: nothing compiled"
     assert row["decode_tok_s"] > 0 or row["decode_note"], "a number, or the reason there is none"
 
@@ -41,18 +47,18 @@ def test_generate_compiles_only_where_transformers_does(tiny):
     """On a CPU transformers' generate does not compile: the 'compiled' mode says so and names the way that does.
     On a GPU an unquantized model compiles, and a bitsandbytes one does not (its quantizer is not compileable)."""
     if tiny.device.type == "cuda":
-        assert speed.generate_compiles(tiny) == ""
+        assert decoding.generate_compiles(tiny) == ""
         int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
-        assert "not marked compileable" in speed.generate_compiles(int8)
+        assert "not marked compileable" in decoding.generate_compiles(int8)
         models.unload(int8)
         return
-    assert "CPU" in speed.generate_compiles(tiny)
+    assert "CPU" in decoding.generate_compiles(tiny)
     with pytest.raises(WorkbookError, match="compiled-loop"):
-        speed.decode(tiny, "compiled", prompt_len=16, new_tokens=4, reps=1)
+        decoding.decode(tiny, "compiled", prompt_len=16, new_tokens=4, protocol=ONCE)
 
 
 def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
-    loop = speed.GreedyLoop(tiny, 2, 16, 8)
+    loop = decoding.GreedyLoop(tiny, 2, 16, 8)
     tokens = loop(8)
     with torch.inference_mode():
         ref = tiny.model.generate(
@@ -70,16 +76,16 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
 
 def test_loop_against_generate_on_a_given_prompt(tiny):
     batch = tiny.tokenizer(["Hello my dog is cute and"], return_tensors="pt")
-    out = speed.loop_against_generate(tiny, dict(batch), 6)
+    out = decoding.loop_against_generate(tiny, dict(batch), 6)
     assert out["same_tokens"] and out["first_difference"] is None and out["next_token_agreement"] == 1.0
     assert torch.equal(out["loop"], out["generate"]) and out["loop"].shape[0] == 1
-    loop = speed.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
+    loop = decoding.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
     assert torch.equal(loop.batch["input_ids"].cpu(), batch["input_ids"]), "the prompt, on the model's device"
     torch._dynamo.reset()
 
 
 def test_loop_row_reports_agreement_with_generate(tiny):
-    row = speed.decode(tiny, "compiled-loop", prompt_len=16, new_tokens=6, reps=1)
+    row = decoding.decode(tiny, "compiled-loop", prompt_len=16, new_tokens=6, protocol=ONCE)
     assert (
         row["same_tokens_as_generate"] == 1.0 and row["next_token_agreement"] == 1.0 and row["compile_s"] >= 0
     )
@@ -89,13 +95,13 @@ def test_own_loop_allows_a_compilation_per_layer():
     """int8 layers break the graph; the rest of each attention layer is then compiled once per layer (layer_idx
     is specialised), so the loop's recompile limit must exceed the layer count (8, dynamo's default, does not)."""
     int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
-    loop = speed.GreedyLoop(int8, 1, 16, 4)
+    loop = decoding.GreedyLoop(int8, 1, 16, 4)
     assert loop.recompile_limit >= int8.model.config.num_hidden_layers + 8
     assert loop.recompile_limit >= torch._dynamo.config.recompile_limit
 
 
 def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):
-    roof = speed.roofline(tiny.model, [1, 2, 4, 1024, 4096], context_len=64, gbs=100.0, tflops=1.0)
+    roof = roofline.decode_ceiling(tiny.model, [1, 2, 4, 1024, 4096], context_len=64, gbs=100.0, tflops=1.0)
     bw = roof.set_index("batch_size").bandwidth_bound_tok_s
     assert bw[2] == pytest.approx(2 * bw[1], rel=0.05), "one more sequence costs only its KV cache"
     assert roof.limited_by.tolist()[0] == "bandwidth" and roof.limited_by.tolist()[-1] == "compute"
@@ -122,7 +128,7 @@ def test_sol_summary_picks_the_best_share_per_technique():
             "sol_fraction_compute": [0.6, None],
         }
     )
-    out = speed.sol_summary({"d": decode, "p": prefill}, {"d": "decode", "p": "prefill"}).set_index(
+    out = roofline.sol_summary({"d": decode, "p": prefill}, {"d": "decode", "p": "prefill"}).set_index(
         "technique"
     )
     assert (

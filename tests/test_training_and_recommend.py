@@ -4,8 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import batches, charts, checkpoints, models, recommend, training, widgets
+from helpers import models
 from helpers.errors import WorkbookError
+from helpers.measure import batches
+from helpers.measure.protocol import Protocol
+from helpers.models import checkpoints
+from helpers.show import charts, panels
+from helpers.techniques import recommend, training
+
+ONCE = Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
 TINY = "llama-2-7b-tiny"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -111,22 +118,20 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_recommender_picks_the_fastest_that_fits_and_says_why():
-    best, why, ranked = recommend.recommend(
-        _grid(), budget_gib=16, prompt_len=300, new_tokens=64, batch_size=1
-    )
+    best, why, ranked = recommend.choose(_grid(), budget_gib=16, prompt_len=300, new_tokens=64, batch_size=1)
     assert (best.attention, best.weights) == ("sdpa", "bf16") and "sdpa + bf16" in why
-    best, why, _ = recommend.recommend(_grid(), budget_gib=10, prompt_len=512, new_tokens=64, batch_size=1)
+    best, why, _ = recommend.choose(_grid(), budget_gib=10, prompt_len=512, new_tokens=64, batch_size=1)
     assert best.weights == "nf4" and "would be faster" in why and "sdpa + bf16" in why
-    best, why, _ = recommend.recommend(_grid(), budget_gib=2, prompt_len=512, new_tokens=64, batch_size=1)
+    best, why, _ = recommend.choose(_grid(), budget_gib=2, prompt_len=512, new_tokens=64, batch_size=1)
     assert best is None and "Nothing measured fits" in why
     with pytest.raises(WorkbookError, match="lacks"):
-        recommend.recommend(
+        recommend.choose(
             _grid().drop(columns="prefill_ms"), budget_gib=16, prompt_len=512, new_tokens=8, batch_size=1
         )
 
 
 def _quality():
-    """Perplexity increase per weight format, as quality.quality_table writes it (bf16 the reference)."""
+    """Perplexity increase per weight format, as quality.table writes it (bf16 the reference)."""
     return pd.DataFrame(
         {"weights": ["bf16", "int8", "nf4", "fp4"], "ppl_increase_pct": [0.0, 1.8, 24.5, 41.8]}
     )
@@ -134,24 +139,24 @@ def _quality():
 
 def test_recommender_leaves_out_formats_above_a_perplexity_limit():
     kw = dict(prompt_len=512, new_tokens=64, batch_size=1, quality=_quality())
-    best, why, _ = recommend.recommend(_grid(), budget_gib=10, max_ppl_increase_pct=30, **kw)
+    best, why, _ = recommend.choose(_grid(), budget_gib=10, max_ppl_increase_pct=30, **kw)
     assert best.weights == "nf4" and "Left out" not in why, "nf4 (+24.5%) is within 30%"
-    best, why, ranked = recommend.recommend(_grid(), budget_gib=10, max_ppl_increase_pct=5, **kw)
+    best, why, ranked = recommend.choose(_grid(), budget_gib=10, max_ppl_increase_pct=5, **kw)
     assert best.weights == "int8" and "nf4 (+24.5%)" in why and "+5%" in why
     assert set(ranked.weights) == {"bf16", "int8"} and (ranked.ppl_increase_pct <= 5).all()
-    best, why, _ = recommend.recommend(_grid(), budget_gib=6, max_ppl_increase_pct=5, **kw)
+    best, why, _ = recommend.choose(_grid(), budget_gib=6, max_ppl_increase_pct=5, **kw)
     assert best is None and "Nothing measured fits" in why and "nf4" in why
-    best, why, _ = recommend.recommend(_grid(), budget_gib=16, max_ppl_increase_pct=-1, **kw)
+    best, why, _ = recommend.choose(_grid(), budget_gib=16, max_ppl_increase_pct=-1, **kw)
     assert best is None and "within +-1% perplexity" in why
 
 
 def test_recommender_quality_limit_needs_a_quality_table_and_names_unmeasured_formats():
     kw = dict(budget_gib=16, prompt_len=512, new_tokens=64, batch_size=1, max_ppl_increase_pct=5)
     with pytest.raises(WorkbookError, match="quality table"):
-        recommend.recommend(_grid(), **kw)
-    best, why, _ = recommend.recommend(_grid(), quality=_quality().iloc[:1], **kw)
+        recommend.choose(_grid(), **kw)
+    best, why, _ = recommend.choose(_grid(), quality=_quality().iloc[:1], **kw)
     assert best.weights == "bf16" and "int8 (no quality measured)" in why
-    best, _, ranked = recommend.recommend(_grid(), **{**kw, "max_ppl_increase_pct": None})
+    best, _, ranked = recommend.choose(_grid(), **{**kw, "max_ppl_increase_pct": None})
     assert "ppl_increase_pct" not in ranked, "without a limit the quality table is not needed"
 
 
@@ -206,15 +211,15 @@ def test_train_steps_streams_rows_and_step_cost_sees_padding(tok):
     docs = training.corpus()[:40]
     stream = training.train_steps(loaded.model, training.packed_batches(tok, docs, 2, 128), steps=3)
     assert next(stream)["step"] == 0 and len(list(stream)) == 2
-    padded = training.step_cost(loaded.model, training.padded_batches(tok, docs, 4, 256), steps=2, warmup=1)
-    packed = training.step_cost(loaded.model, training.packed_batches(tok, docs, 4, 256), steps=2, warmup=1)
+    padded = training.step_cost(loaded.model, training.padded_batches(tok, docs, 4, 256), protocol=ONCE)
+    packed = training.step_cost(loaded.model, training.packed_batches(tok, docs, 4, 256), protocol=ONCE)
     assert packed["pad_share"] == 0 < padded["pad_share"]
     assert padded["real_tokens_per_step"] < padded["positions_per_step"] and padded["step_ms"] > 0
 
 
 def test_recommender_on_another_memory_column_and_budget_choices():
     grid = _grid().assign(weights_gib=[13.0, 4.0, 13.0, 7.0, 26.0])
-    best, why, _ = recommend.recommend(
+    best, why, _ = recommend.choose(
         grid, budget_gib=5, prompt_len=512, new_tokens=8, batch_size=1, memory="weights_gib"
     )
     assert best.weights == "nf4" and "needs 4 GiB" in why
@@ -226,7 +231,7 @@ def test_recommender_on_another_memory_column_and_budget_choices():
 
 def test_control_panel_reports_through_its_report_hook():
 
-    panel = widgets.ControlPanel(
+    panel = panels.ControlPanel(
         {"x": [1, 2]}, lambda p: {"why": f"picked {p['x']}"}, report=lambda rows: rows[-1]["why"]
     )
     panel.set(x=2).click()
@@ -271,9 +276,9 @@ def test_pareto_keeps_points_the_intervals_cannot_separate_and_names_the_ties():
 
 def test_recommender_says_when_the_best_is_tied():
     kw = dict(budget_gib=16, prompt_len=512, new_tokens=64, batch_size=1)
-    best, why, ranked = recommend.recommend(_with_intervals(_grid(), 0.001), **kw)
+    best, why, ranked = recommend.choose(_with_intervals(_grid(), 0.001), **kw)
     assert "Tied" not in why and "Next:" in why
-    best, why, ranked = recommend.recommend(_with_intervals(_grid(), 0.5), **kw)
+    best, why, ranked = recommend.choose(_with_intervals(_grid(), 0.5), **kw)
     assert (best.attention, best.weights) == ("sdpa", "bf16")
     assert "Tied with" in why and "intervals overlap" in why, why
     assert (ranked.request_s_ci_low <= ranked.request_s).all() and (

@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from helpers import results
 
-from helpers import results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 README = ROOT / "README.md"
 START, END = "<!-- reproduce:start -->\n", "<!-- reproduce:end -->"
@@ -34,7 +34,7 @@ def _num(v: float) -> str:
 
 def run_table(card: str, name: str) -> str:
     """One run: a line saying where and against what, then its figures."""
-    df, meta = results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
+    df, meta = results.stored(name, card=card)
     host = meta.get("host", {})
     versions = meta.get("versions", {})
     lines = [

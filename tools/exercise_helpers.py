@@ -11,15 +11,14 @@ verification. Run it on a new GPU to check the whole chain before running the no
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from helpers import checkpoints, environment, measure, models, profiles, results, sweeps  # noqa: E402
+from helpers import environment, measure, models, results
+from helpers.machine import profiles
+from helpers.measure import sweeps
+from helpers.models import checkpoints
 
 
 def main() -> None:
@@ -37,11 +36,15 @@ def main() -> None:
     print(env.quantization.to_string())
     results.save(env.to_frame().reset_index(names="key"), "helpers_exercise_environment")
     sol = env.speed_of_light
-    reps = 3 if args.quick else prof.reps
+    protocol = (
+        measure.Protocol(warmup=1, min_reps=3, max_reps=3)
+        if args.quick
+        else measure.Protocol(**prof.protocol)
+    )
 
     t0 = time.perf_counter()
-    checkpoints.materialize(prof.decoder)
-    print(f"materialize {prof.decoder}: {time.perf_counter() - t0:.1f} s")
+    checkpoints.build(prof.decoder)
+    print(f"build {prof.decoder}: {time.perf_counter() - t0:.1f} s")
     loaded = models.load(prof.decoder, dtype=prof.dtype, attention="sdpa", strict=True)
     print(f"load {prof.decoder}: {loaded.load_s:.1f} s, {loaded.footprint_gib():.2f} GiB")
     print(loaded.verification.to_frame().to_string())
@@ -53,7 +56,7 @@ def main() -> None:
 
     def forward(p):
         loaded.switch_attention(p["attention"])
-        return measure.forward(loaded, p["batch_size"], p["seq_len"], warmup=prof.warmup, reps=reps, sol=sol)
+        return measure.forward(loaded, p["batch_size"], p["seq_len"], protocol=protocol, sol=sol)
 
     fwd = sweeps.run(points, forward, save_to=results.path_for("helpers_exercise_forward.partial"))
     results.save(fwd, "helpers_exercise_forward", meta={"profile": prof.name})
@@ -71,7 +74,7 @@ def main() -> None:
     print(fwd[[c for c in cols if c in fwd]].to_string())
 
     loaded.switch_attention("sdpa")
-    gen = pd.DataFrame([measure.generate(loaded, 1, 512, prof.new_tokens, reps=min(reps, 3), sol=sol)])
+    gen = pd.DataFrame([measure.generate(loaded, 1, 512, prof.new_tokens, protocol=protocol, sol=sol)])
     results.save(gen, "helpers_exercise_generate", meta={"profile": prof.name})
     print(
         gen[
@@ -97,7 +100,7 @@ def main() -> None:
             strict=True,
         )
         try:
-            row = measure.generate(q, 1, 512, prof.new_tokens, reps=min(reps, 3), sol=sol)
+            row = measure.generate(q, 1, 512, prof.new_tokens, protocol=protocol, sol=sol)
             row["layers"] = str(dict(models.quantized_layers(q.model)))
             row["load_s"] = q.load_s
             return row

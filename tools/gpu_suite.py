@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from helpers import hardware, results
+from helpers import results
+from helpers.machine import hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,17 +16,18 @@ from pathlib import Path
 import pandas as pd
 import readme_figures
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from helpers import results
+from helpers.results import registry
 
-from helpers import registry, results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 DEFAULT_CARD = registry.STORED_CARD
 
 
 def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
     """A registered table of the shipped results and its metadata (``results`` checks the name)."""
-    return results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
+    return results.stored(name, card=card)
 
 
 def _header(*columns: str) -> list[str]:

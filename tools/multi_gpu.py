@@ -6,13 +6,11 @@ Saves ``results/<card>/multi_gpu.csv``; the notebooks show that file where fewer
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from helpers import placement, results  # noqa: E402
+from helpers import results
+from helpers.techniques import placement
 
 if __name__ == "__main__":
     model = sys.argv[1] if len(sys.argv) > 1 else "llama-2-7b"

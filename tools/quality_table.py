@@ -7,13 +7,12 @@ metadata; notebooks 03-05 read it where they quote quality on a card.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from helpers import checkpoints, quality, results, trained  # noqa: E402
+from helpers import results
+from helpers.models import checkpoints, trained
+from helpers.techniques import quality
 
 FORMATS = (
     "bf16",
@@ -32,8 +31,8 @@ if __name__ == "__main__":
     args = ap.parse_args()
     windows = None if args.windows is None else args.windows if args.windows == "all" else int(args.windows)
     t0 = time.perf_counter()
-    table = quality.quality_table(FORMATS, n_windows=windows)
-    folder = checkpoints.materialize(trained.NAME)
+    table = quality.table(FORMATS, n_windows=windows)
+    folder = checkpoints.build(trained.NAME)
     meta = {
         "model": trained.NAME,
         "reference": "bf16",

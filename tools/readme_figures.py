@@ -15,18 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers import results
+from helpers.results import registry
+from helpers.show import charts, live
+
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
-sys.path.insert(0, str(ROOT))
 
-from helpers import charts, plots, registry, results  # noqa: E402
 
 DEFAULT_CARD = registry.STORED_CARD
 
 
 def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
     """A registered table of the shipped results and its metadata."""
-    return results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
+    return results.stored(name, card=card)
 
 
 def speedup(card: str):
@@ -58,7 +60,7 @@ def decode_by_weights(card: str):
     speed, meta = _read(card, "03_speed")
     int8, _ = _read(card, "04_speed")
     rows = pd.concat([speed, int8[int8.weights == "int8"]])
-    live = plots.LivePlot(
+    plot = live.LivePlot(
         "batch_size",
         "decode_tok_s",
         "weights",
@@ -67,21 +69,21 @@ def decode_by_weights(card: str):
         title=f"Notebooks 03-04: decode tokens/s by weight format, {meta['prompt']}-token prompt, "
         f"{meta['card']['name']}",
     )
-    live.extend(rows)
-    return live.figure()  # log x: ticks at the swept batch sizes
+    plot.extend(rows)
+    return plot.figure()  # log x: ticks at the swept batch sizes
 
 
 def decode_modes(card: str):
     """Notebook 07: batch-1 decode tokens/s per decode mode and weight format."""
     dec, meta = _read(card, "07_decode")
-    live = plots.LivePlot(
+    plot = live.LivePlot(
         "mode",
         "decode_tok_s",
         "weights",
         title=f"Notebook 07: batch-1 decode tokens/s by decode mode, {meta['card']['name']}",
     )
-    live.extend(dec)
-    return live.figure()
+    plot.extend(dec)
+    return plot.figure()
 
 
 # file name -> (figure builder, the README's alt text)

@@ -27,28 +27,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from helpers import (  # noqa: E402  # noqa: E402
-    checkpoints,
-    environment,
-    hardware,
-    measure,
-    models,
-    profiles,
-    registry,
-    results,
-    speed,
-)
-from helpers.errors import WorkbookError  # noqa: E402
-from helpers.protocol import Protocol  # noqa: E402
+from helpers import environment, measure, models, results
+from helpers.errors import WorkbookError
+from helpers.machine import hardware, profiles
+from helpers.measure.protocol import Protocol
+from helpers.models import checkpoints
+from helpers.results import registry
+from helpers.techniques import decoding
 
 ATTENTIONS = ["eager", "sdpa", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
 TOLERANCE = 0.05  # GPU-bound figures on the stored card should come back within 5%
@@ -100,7 +91,7 @@ def plan_for(prof: profiles.Profile, new_tokens: int | None = None) -> Plan:
 
 def _stored(name: str, card: str) -> tuple[pd.DataFrame, dict]:
     try:
-        df, meta = results.load(name, card, shipped=True), results.meta(name, card, shipped=True)
+        df, meta = results.stored(name, card=card)
     except Exception:  # noqa: BLE001 - no stored table: every figure of it reads "no stored value"
         return pd.DataFrame(), {}
     return (df[df.status == "ok"] if "status" in df else df), meta
@@ -244,7 +235,7 @@ def decode_figures(plan, weights, modes, stored_card, same_card) -> list[dict]:
         loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa", quant=quant)
         try:
             kw = dict(prompt_len=plan.prompt, new_tokens=plan.new_tokens, protocol=plan.protocol)
-            rows = dict(zip(modes, speed.decode_modes(loaded, modes, **kw)))
+            rows = dict(zip(modes, decoding.decode_modes(loaded, modes, **kw)))
         finally:
             models.unload(loaded)
     except Exception as e:  # noqa: BLE001 - a format that fails here is a row per mode, the run goes on
@@ -276,7 +267,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(
         f"reproduce: {env.device.name}, profile {prof.name}, model {plan.model}, compared with {args.stored_card}"
     )
-    checkpoints.materialize(plan.model)
+    checkpoints.build(plan.model)
     rows = forward_figures(env, plan, args.stored_card, same_card)
     for weights, modes in plan.formats.items():
         rows += decode_figures(plan, weights, modes, args.stored_card, same_card)

@@ -29,7 +29,10 @@ def select(names: list[str]) -> list[Path]:
         return every
     chosen = []
     for n in names:
-        hits = [p for p in every if p.name.startswith(n) or p.stem == n or str(p) == n]
+        if Path(n).is_file():
+            chosen.append(Path(n))
+            continue
+        hits = [p for p in every if p.name.startswith(n) or p.stem == n]
         if not hits:
             sys.exit(f"No notebook matches {n!r}. Notebooks: {[p.name for p in every]}")
         chosen += hits

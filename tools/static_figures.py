@@ -38,11 +38,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from run_notebooks import select  # the one way a tool picks notebooks by name
+
+from helpers.errors import WorkbookError
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-sys.path.insert(0, str(ROOT))
 
-from helpers.errors import WorkbookError  # noqa: E402
 
 PLOTLY = "application/vnd.plotly.v1+json"
 PNG = "image/png"
@@ -175,22 +177,6 @@ def process(paths: list[Path], check: bool = False, drop_html: bool = False) -> 
         for nb, path in zip(nbs, paths):
             nbformat.write(nb, path)
     return [(path, len(plotly_outputs(nb)), len(missing(nb))) for nb, path in zip(nbs, paths)]
-
-
-def select(names: list[str]) -> list[Path]:
-    every = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if not names:
-        return every
-    chosen = []
-    for n in names:
-        if Path(n).is_file():
-            chosen.append(Path(n))
-            continue
-        hits = [p for p in every if p.name.startswith(n) or p.stem == n]
-        if not hits:
-            sys.exit(f"No notebook matches {n!r}. Notebooks: {[p.name for p in every]}")
-        chosen += hits
-    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:

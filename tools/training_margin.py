@@ -31,13 +31,9 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def cell_rows(seeds, lr_scales, schedule_name: str) -> list[dict]:
     """Every (seed, learning rate) cell in this process: QLoRA and LoRA each, one row per set-up."""
-    from helpers import (  # first: it holds back bitsandbytes' notice
-        answers,
-        models,
-        profiles,
-        schedules,
-        training,
-    )
+    from helpers import models
+    from helpers.machine import profiles
+    from helpers.techniques import answers, schedules, training
 
     # isort: split
     import torch
@@ -121,8 +117,9 @@ def main(argv: list[str] | None = None):
 
     import pandas as pd
 
-    from helpers import hardware, results
+    from helpers import results
     from helpers.errors import WorkbookError
+    from helpers.machine import hardware
 
     card = args.card or "cpu-" + re.sub(r"[^a-z0-9]+", "-", hardware.cpu_model().lower()).strip("-")
     rows: list[dict] = []

@@ -1,0 +1,192 @@
+"""OOM-safe sweeps (``sweeps.run``): measure many points, keep every row, never lose what was measured (every chapter).
+
+A failure becomes a row with its ``status`` (``OOM``, ``unsupported``, ``error``), rows can be appended to a
+CSV as they come, and the sweep reports how far it is ("k of N, elapsed, time left") as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable
+
+import pandas as pd
+import torch
+from IPython import get_ipython
+from IPython.display import Pretty, display
+
+from .. import results
+from ..errors import WorkbookError
+from ..machine.hardware import free_memory
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+NO_KERNEL_MARKERS = ("no available kernel", "no viable backend")
+
+
+def is_no_kernel(exc: BaseException) -> bool:
+    """True for SDPA's refusal when the pinned backend cannot take these inputs (dtype, mask, head size)."""
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in NO_KERNEL_MARKERS)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for CUDA and CPU allocation failures (whatever class they arrive as)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS)
+    )
+
+
+_TRIGGERED = re.compile(r"\s*\(Triggered internally at .*?\)\s*$", re.S)
+
+
+def _is_kernel_reason(text: str) -> bool:
+    """PyTorch's SDPA explanations: "<kernel> not used because:" and the reasons that follow it, which C++ code in
+    ``aten/.../transformers/sdp_utils*`` emits as UserWarnings (each ending "(Triggered internally at ...)")."""
+    return "not used because" in text or ("Triggered internally at" in text and "sdp_utils" in text)
+
+
+def kernel_reasons(messages: list[str]) -> list[str]:
+    """Join each "<kernel> not used because:" with the reasons PyTorch emits after it, as separate warnings:
+    ``["Flash attention kernel not used because: Flash attention requires q,k,v to have the same last
+    dimension. ..."]`` (the source locations dropped)."""
+    out: list[str] = []
+    for m in messages:
+        m = " ".join(_TRIGGERED.sub("", m).split())
+        if out and out[-1].endswith("because:"):
+            out[-1] += " " + m
+        elif out and "not used because:" in out[-1] and "not used because" not in m:
+            out[-1] += "; " + m
+        else:
+            out.append(m)
+    return out
+
+
+@contextlib.contextmanager
+def _kernel_reasons():
+    """Collect PyTorch's warnings that say why an SDPA kernel was not used (the reasons behind "No available
+    kernel"); every other warning is passed on, once each, as Python's default filter would."""
+    reasons: list[str] = []
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            try:
+                yield reasons
+            finally:
+                caught = list(record)
+                reasons += kernel_reasons(
+                    [str(w.message) for w in caught if _is_kernel_reason(str(w.message))]
+                )
+    finally:
+        for w in caught:
+            key = (w.category, str(w.message))
+            if key not in _SHOWN and not _is_kernel_reason(key[1]):
+                _SHOWN.add(key)
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+_SHOWN: set = set()
+
+
+def run(
+    points: Iterable[dict],
+    measure_one: Callable[[dict], dict],
+    *,
+    rows: list | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    save_to=None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """Measure each point; a failure becomes a row, never the end of the sweep.
+
+    Every row has ``status``: ``ok``, ``OOM`` (memory freed, the sweep goes on), ``unsupported``
+    (a ``WorkbookError``, or SDPA's "No available kernel" for a pinned backend: the option cannot run
+    these inputs here) or ``error`` (with the exception text).
+    Rows are appended to ``rows`` (pass your own list to keep them even if you interrupt the
+    kernel), handed to ``on_row`` (e.g. a live plot) and, with ``save_to``, appended to that CSV
+    as they come. ``show_progress``: one line under the cell, "k of N, elapsed, time left", kept when done.
+    """
+    rows = [] if rows is None else rows
+    points = list(points)
+    progress = Progress(len(points), show=show_progress)
+    for point in points:
+        t0 = time.perf_counter()
+        try:
+            with _kernel_reasons() as reasons:
+                row = {**point, **measure_one(dict(point)), "status": "ok", "error": ""}
+        except WorkbookError as e:
+            row = {**point, "status": "unsupported", "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
+            if is_oom(e):
+                row = {**point, "status": "OOM", "error": str(e).splitlines()[0][:300]}
+            elif is_no_kernel(e):
+                why = "; ".join(dict.fromkeys(reasons))[:600]
+                row = {
+                    **point,
+                    "status": "unsupported",
+                    "error": "No available kernel: " + (why or str(e).splitlines()[0][:300]),
+                }
+            else:
+                row = {
+                    **point,
+                    "status": "error",
+                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+                    "traceback": traceback.format_exc(limit=3),
+                }
+            del e
+            free_memory()
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        progress.step(row["status"])
+        if save_to is not None:
+            results.append_row(save_to, row)
+        if on_row is not None:
+            try:
+                on_row(row)
+            except Exception as e:  # noqa: BLE001 - a plotting error must not lose a measurement
+                warnings.warn(f"on_row failed ({type(e).__name__}: {e}); the row is kept", stacklevel=2)
+    return pd.DataFrame(rows)
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s // 60:.0f} min {s % 60:02.0f} s"
+
+
+class Progress:
+    """One line that says how far a sweep is: ``3 of 12 points, 41 s elapsed, about 2 min 3 s left (3 ok)``.
+
+    In a notebook the line is updated in place (a display id) and its last state stays in the saved notebook;
+    elsewhere ``text()`` gives it (a control panel shows it in its status line).
+    """
+
+    def __init__(self, total: int, show: bool = True):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.statuses: dict[str, int] = {}
+        self.handle = None
+        if show and total:
+            if get_ipython() is not None:  # only inside a kernel: plain scripts show nothing
+                self.handle = display(Pretty(self.text()), display_id=True)
+
+    def step(self, status: str = "ok") -> str:
+        self.done += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        line = self.text()
+        if self.handle is not None:
+            self.handle.update(Pretty(line))
+        return line
+
+    def text(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        counts = ", ".join(f"{n} {k}" for k, n in self.statuses.items())
+        if self.done >= self.total:
+            return f"done: {self.total} of {self.total} points in {_duration(elapsed)} ({counts})"
+        left = (
+            f", about {_duration(elapsed / self.done * (self.total - self.done))} left" if self.done else ""
+        )
+        return f"{self.done} of {self.total} points, {_duration(elapsed)} elapsed{left}" + (
+            f" ({counts})" if counts else ""
+        )
