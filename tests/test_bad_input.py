@@ -165,13 +165,13 @@ CASES = [
     ),
     (
         "steps spelt out",
-        lambda m, o: environment.chapter("06", steps="ten"),
+        lambda m, o: environment.chapter("06", trained_steps="ten"),
         "steps is a number",
         "Use a number",
     ),
     (
         "a fraction of a step",
-        lambda m, o: environment.chapter("06", steps=2.5),
+        lambda m, o: environment.chapter("06", trained_steps=2.5),
         "positive whole number",
         "steps=",
     ),

@@ -117,7 +117,6 @@ _CPU_CHAPTERS = {
     "06": dict(
         measure_peaks=False,
         model="llama-2-7b-tiny",
-        steps=60,
         seq_len=256,
         batch=4,
         trained_dtype="fp32",
@@ -191,7 +190,6 @@ _GPU_CHAPTERS = {
     "06": dict(
         measure_peaks=False,
         model="llama-2-7b",
-        steps=200,
         seq_len=512,
         batch=4,
         trained_dtype="bf16",
