@@ -187,7 +187,7 @@ def chapter(
     matmul and a copy for the speed of light (the
     chapter's default when ``None``).
     """
-    prof = profiles.profile(profile)
+    prof = profiles.pick(profile)
     if number not in prof.chapters:
         raise WorkbookError(f"Unknown chapter {number!r}.", f"Use one of {sorted(prof.chapters)}.")
     sizes = {k: getattr(prof, k) for k in SHARED}

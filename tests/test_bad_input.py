@@ -92,7 +92,7 @@ CASES = [
         "nf4",
     ),
     ("unknown dtype", lambda m, o: models.load("llama-2-7b-tiny", dtype="float8"), "Unknown dtype", "bf16"),
-    ("unknown profile", lambda m, o: profiles.profile("laptop"), "Unknown profile", "large-gpu"),
+    ("unknown profile", lambda m, o: profiles.pick("laptop"), "Unknown profile", "large-gpu"),
     ("unknown chapter", lambda m, o: environment.chapter("09"), "Unknown chapter", "05"),
     (
         "unknown chapter parameter",

@@ -91,6 +91,6 @@ def test_flash_path_names_what_runs():
 
 def test_profiles_list_the_architectures_to_compare():
     for name in profiles.PROFILES:
-        p = profiles.profile(name)
+        p = profiles.pick(name)
         assert len(p.decoders) == 2 and p.memory_seq_lens == sorted(p.memory_seq_lens)
         assert p.short_seq < p.long_seq

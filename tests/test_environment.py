@@ -98,7 +98,7 @@ def test_measured_peaks_divide_the_work_by_the_median_time(monkeypatch):
 
 def test_profile_from_hardware_and_override(monkeypatch):
     monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
-    auto = profiles.profile()
+    auto = profiles.pick()
     info = hardware.device_info()
     expected = "cpu" if info.kind == "cpu" else "large-gpu" if (info.memory_gib or 0) >= 40 else "small-gpu"
     assert auto.name == expected, (auto.name, info)
@@ -107,18 +107,18 @@ def test_profile_from_hardware_and_override(monkeypatch):
         "device_info",
         lambda: hardware.DeviceInfo("cpu", "a CPU", 0, None, None, False, "x86_64", 2),
     )
-    assert profiles.profile().name == "cpu"
+    assert profiles.pick().name == "cpu"
     monkeypatch.setattr(
         profiles,
         "device_info",
         lambda: hardware.DeviceInfo("cuda", "a card", 1, 80.0, "9.0", True, "x86_64", 16),
     )
-    assert profiles.profile().name == "large-gpu"
-    assert profiles.profile("large-gpu").decoder == "llama-2-7b"
+    assert profiles.pick().name == "large-gpu"
+    assert profiles.pick("large-gpu").decoder == "llama-2-7b"
     monkeypatch.setenv("WORKBOOK_PROFILE", "small-gpu")
-    assert profiles.profile().name == "small-gpu"
+    assert profiles.pick().name == "small-gpu"
     with pytest.raises(WorkbookError, match="Unknown profile"):
-        profiles.profile("huge")
+        profiles.pick("huge")
 
 
 def test_card_slug():
@@ -128,7 +128,7 @@ def test_card_slug():
 
 def test_dtype_choices_start_with_the_profile_default():
     choices = hardware.dtype_choices()
-    assert choices[0] == profiles.profile().dtype
+    assert choices[0] == profiles.pick().dtype
     assert "fp32" in choices and len(set(choices)) == len(choices)
 
 
@@ -143,7 +143,7 @@ def test_dtype_choices_start_with_the_profile_default():
 def test_profile_fits_the_card(monkeypatch, memory, bf16, name, dtype):
     card = hardware.DeviceInfo("cuda", "a card", 1, memory, "7.5", bf16, "x86_64", 8)
     monkeypatch.setattr(profiles, "device_info", lambda: card)
-    p = profiles.profile()
+    p = profiles.pick()
     assert (p.name, p.dtype) == (name, dtype)
     assert str(memory) in p.reason
     if not bf16:

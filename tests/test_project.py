@@ -387,7 +387,7 @@ def test_every_chapter_sets_up_through_chapter(path):
     )
     assert "sys.path" not in code, "the helpers are an installed package"
     assert "models.Loaded(" not in code, "every model goes through models.load and its verification"
-    assert not re.search(r"profiles?\.profile\(|environment\.report\(", code), (
+    assert not re.search(r"profiles\.pick\(|environment\.report\(", code), (
         "the profile comes with the chapter"
     )
     sizes_by_hand = re.findall(r"(?:\[[\d., ]+\]|\b\d+(?:\.\d+)?)\s+if gpu else\b", code)

@@ -38,7 +38,7 @@ def _run(code: str) -> str:
 def test_capped_gpu_picks_the_small_profile_and_refuses_more_memory():
     out = _run(
         "import torch\nfrom helpers import hardware, profiles\n"
-        "p = profiles.profile(); print(p.name, hardware.device_info().memory_gib)\n"
+        "p = profiles.pick(); print(p.name, hardware.device_info().memory_gib)\n"
         "try:\n    torch.empty(int(16 * 2**30), dtype=torch.uint8, device='cuda'); print('allocated')\n"
         "except torch.OutOfMemoryError:\n    print('OOM')"
     )

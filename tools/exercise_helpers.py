@@ -30,7 +30,7 @@ def main() -> None:
     pd.set_option("display.max_columns", 30)
 
     env = environment.report(measure=True)
-    prof = profiles.profile(args.profile)
+    prof = profiles.pick(args.profile)
     print(env.to_frame().to_string())
     print(env.attention[["attention", "runs_here", "detail"]].to_string())
     print(env.quantization.to_string())

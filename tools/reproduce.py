@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--new-tokens", type=int, default=None, help="decode tokens per generation")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    prof = profiles.profile(args.profile)
+    prof = profiles.pick(args.profile)
     plan = plan_for(prof, args.new_tokens)
     env = environment.report(measure=prof.name != "cpu")
     card = hardware.card_slug()

@@ -56,6 +56,16 @@ def add_static_figures(nb, target: Path) -> str:
     return f", {count} figures as PNG" if count else ""
 
 
+def progress(nb, target: Path, cell, index: int, t0: float) -> None:
+    """After every cell: save the notebook (a run that is stopped keeps what it measured so far) and print a line,
+    so a long run's log says how far it got and where its time went."""
+    import nbformat
+
+    nbformat.write(nb, target)
+    first = (cell.source.strip().splitlines() or [""])[0][:60]
+    print(f"  cell {index:3d} done at {time.perf_counter() - t0:7.1f} s  {first}", flush=True)
+
+
 def main() -> int:
     import nbformat
     from nbclient import NotebookClient
@@ -89,9 +99,10 @@ def main() -> int:
             record_timing=True,
             allow_errors=args.allow_errors,
         )
-        # save after every cell: a run that is stopped keeps what it measured so far
-        client.on_cell_executed = lambda nb=nb, target=target, **_: nbformat.write(nb, target)
         t0 = time.perf_counter()
+        client.on_cell_executed = lambda cell, cell_index, nb=nb, target=target, t0=t0, **_: progress(
+            nb, target, cell, cell_index, t0
+        )
         status = "ok"
         try:
             client.execute()

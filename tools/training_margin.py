@@ -39,7 +39,7 @@ def cell_rows(seeds, lr_scales, schedule_name: str) -> list[dict]:
     import torch
     from peft import LoraConfig
 
-    sizes = profiles.profile("cpu").chapters["06"]
+    sizes = profiles.pick("cpu").chapters["06"]
     facts = training.FACTS[: sizes["facts"]]
     prompts = [p for p, _ in facts]
     base_lr = 2e-3  # notebook 06's LR

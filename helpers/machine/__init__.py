@@ -11,7 +11,7 @@ library notices explained once.
 
 from . import flash4, hardware, notices, probes, profiles
 from .hardware import device, device_info, free_memory, sync
-from .profiles import Profile, profile
+from .profiles import Profile
 
 __all__ = [
     "flash4",
@@ -24,5 +24,4 @@ __all__ = [
     "free_memory",
     "sync",
     "Profile",
-    "profile",
 ]

@@ -20,7 +20,7 @@ from .hardware import device_info, gpu_memory_cap
 class Profile:
     """Sizes chosen from the hardware, so one notebook is a CPU test in CI and a GPU benchmark.
 
-    Override with ``profile("cpu")`` or the environment variable ``WORKBOOK_PROFILE``.
+    Override with ``pick("cpu")`` or the environment variable ``WORKBOOK_PROFILE``.
     """
 
     name: str
@@ -271,7 +271,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def profile(name: str | None = None) -> Profile:
+def pick(name: str | None = None) -> Profile:
     """Pick the sizes for this machine (or the named profile).
 
     large-gpu: 40 GiB or more (a bf16 7B model, 13.5 GB, plus long activations fits);

@@ -62,7 +62,7 @@ class Request:
                     "Give one: weights='nf4', or quant='nf4' with a dtype.",
                 )
             fmt = variants.weight_format(weights)
-            dtype = fmt.dtype or dtype or profiles.profile().half
+            dtype = fmt.dtype or dtype or profiles.pick().half
             quant, double_quant = (
                 fmt.quant,
                 fmt.double_quant or double_quant,
@@ -70,7 +70,7 @@ class Request:
         _check_options(asked)
         return cls(
             name,
-            dtype or profiles.profile().dtype,
+            dtype or profiles.pick().dtype,
             asked.pop("attention", "sdpa"),
             quant,
             double_quant,
