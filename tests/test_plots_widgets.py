@@ -84,6 +84,11 @@ def test_panel_click_runs_and_plots_each_row():
     assert len(panel.rows) == 3 and plot.point_count() == 3 and not panel.errors
     assert "done: 3" in panel.status.value and not panel.button.disabled
     assert isinstance(panel.controls["pad"], panels.W.Checkbox)
+    (shown,) = panel.output.outputs  # one figure in the panel, replaced at each point, never appended
+    assert shown["output_type"] == "display_data"
+    assert len(shown["data"]["application/vnd.plotly.v1+json"]["data"][0]["x"]) == 3, (
+        "the figure holds every row"
+    )
 
 
 def test_panel_shows_workbook_errors_with_the_fix():

@@ -15,7 +15,7 @@ from collections import Counter
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from IPython.display import clear_output, display
+from IPython.display import display
 from plotly.subplots import make_subplots
 
 from .charts import finite, log_ticks, tick_text
@@ -263,9 +263,13 @@ class LivePlot:
 
     def _redraw(self) -> None:
         if self._output is not None:
-            with self._output:
-                clear_output(wait=True)
-                display(mime_bundle(self.figure()), raw=True)
+            # the figure replaces the widget's outputs, instead of a display captured inside ``with output:``:
+            # capturing routes it through messages about the running cell, and a headless run of notebook 00 on
+            # simulated Colab (ipywidgets 7.7.1) hung at the panel's clicks in two of four runs that way; the
+            # widget's state is the same either way, so JupyterLab, Colab and a saved notebook show the same figure
+            self._output.outputs = (
+                {"output_type": "display_data", "data": mime_bundle(self.figure()), "metadata": {}},
+            )
         elif self._handle is not None:
             self._handle.update(mime_bundle(self.figure()), raw=True)
 
