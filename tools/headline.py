@@ -25,18 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CARD = registry.STORED_CARD
 
 
-def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
-    """A registered table of the shipped results and its metadata (``results`` checks the name)."""
-    return results.stored(name, card=card)
-
-
 def _header(*columns: str) -> list[str]:
     """A Markdown table's first two lines."""
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
 def forward_table(card: str) -> str:
-    df, meta = _read(card, "helpers_exercise_forward")
+    df, meta = results.stored("helpers_exercise_forward", card)
     df = df[df.status == "ok"]
     eager = df.set_index("attention").latency_ms["eager"]
     lines = [
@@ -57,8 +52,8 @@ def forward_table(card: str) -> str:
 
 
 def decode_table(card: str) -> str:
-    gen, meta = _read(card, "helpers_exercise_generate")
-    quant, _ = _read(card, "helpers_exercise_quant")
+    gen, meta = results.stored("helpers_exercise_generate", card)
+    quant, _ = results.stored("helpers_exercise_quant", card)
     g = gen.iloc[0]
     lines = [
         f"Same model, greedy generation of {g.new_tokens} tokens after a {g.prompt_len}-token prompt, batch 1, "
@@ -79,7 +74,7 @@ def decode_table(card: str) -> str:
 
 
 def peaks_line(card: str) -> str:
-    env, _ = _read(card, "helpers_exercise_environment")
+    env, _ = results.stored("helpers_exercise_environment", card)
     v = env.set_index("key")["value"]
     return (
         f"Measured peak of this card: {float(v['sol.measured_tflops']):.0f} TFLOP/s (bf16 8192x8192x8192 matmul) "
@@ -90,8 +85,8 @@ def peaks_line(card: str) -> str:
 
 def flash_table(card: str) -> str:
     """Notebook 01: speed-up over eager per model and batch size, and the attention memory saved."""
-    speed, meta = _read(card, "01_speedup")
-    memory, _ = _read(card, "01_memory")
+    speed, meta = results.stored("01_speedup", card)
+    memory, _ = results.stored("01_memory", card)
     flash = meta["flash"]
     ok = speed[speed.status == "ok"]
     wide = ok.pivot_table(index=["model", "batch_size"], columns="attention", values="latency_ms")
@@ -135,7 +130,7 @@ def flash_table(card: str) -> str:
 
 def sdpa_table(card: str) -> str:
     """Notebook 02: the guide's OPT-350m, fp16, prefill and decode with each SDPA kernel pinned."""
-    df, meta = _read(card, "02_opt_generate")
+    df, meta = results.stored("02_opt_generate", card)
     g = df.iloc[0]
     lines = [
         f"Notebook 02, {meta['model']} in fp16, {g.prompt_len}-token prompt, {g.new_tokens} new tokens, batch 1:",
@@ -154,10 +149,10 @@ def sdpa_table(card: str) -> str:
 
 def quant_table(card: str) -> str:
     """Notebooks 03 and 04: sizes of the 7B architecture, decode speed against bf16, the Colab demos."""
-    sizes, meta = _read(card, "03_sizes")
-    speed, smeta = _read(card, "03_speed")
-    int8, imeta = _read(card, "04_speed")
-    colab, cmeta = _read(card, "04_colab")
+    sizes, meta = results.stored("03_sizes", card)
+    speed, smeta = results.stored("03_speed", card)
+    int8, imeta = results.stored("04_speed", card)
+    colab, cmeta = results.stored("04_colab", card)
     lines = [
         f"Notebooks 03-04, {meta['model']}: size by format (transformers' footprint leaves out the 4-bit "
         "scales; the next column counts them):",
@@ -206,7 +201,7 @@ def quant_table(card: str) -> str:
 
 def combinations_table(card: str) -> str:
     """Notebook 05: per workload, the fastest decode and the smallest peak memory among attention x weights."""
-    grid, meta = _read(card, "05_grid")
+    grid, meta = results.stored("05_grid", card)
     ok = grid[grid.status == "ok"].copy()
     ok["workload"] = [f"prompt {p}, batch {b}" for p, b in zip(ok.prompt_len, ok.batch_size)]
     lines = [
@@ -236,9 +231,9 @@ def combinations_table(card: str) -> str:
 
 def lora_table(card: str) -> str:
     """Notebook 06: QLoRA, LoRA and full fine-tuning memory and speed; padding against packing; the loss."""
-    mem, meta = _read(card, "06_memory")
-    lay, _ = _read(card, "06_padding_packing")
-    loss, lmeta = _read(card, "06_training")
+    mem, meta = results.stored("06_memory", card)
+    lay, _ = results.stored("06_padding_packing", card)
+    loss, lmeta = results.stored("06_training", card)
     first, last = loss.loss.head(5).mean(), loss.loss.tail(10).mean()
     lines = [
         f"Notebook 06, {lmeta['model']}: one training step of {meta['batch']} x {meta['seq_len']} tokens (packed), "
@@ -265,8 +260,8 @@ def lora_table(card: str) -> str:
 
 def sol_table(card: str) -> str:
     """Notebook 07: batch-1 decode modes against the bandwidth ceiling, prefill against the arithmetic one."""
-    dec, meta = _read(card, "07_decode")
-    pre, _ = _read(card, "07_prefill")
+    dec, meta = results.stored("07_decode", card)
+    pre, _ = results.stored("07_prefill", card)
     lines = [
         f"Notebook 07, {meta['model']}: batch-1 greedy decode, {meta['prompt']}-token prompt, {meta['new_tokens']} new "
         "tokens, by decode mode (share: of the measured copy bandwidth):",

@@ -26,14 +26,9 @@ FIGURES = ROOT / "docs" / "figures"
 DEFAULT_CARD = registry.STORED_CARD
 
 
-def _read(card: str, name: str) -> tuple[pd.DataFrame, dict]:
-    """A registered table of the shipped results and its metadata."""
-    return results.stored(name, card=card)
-
-
 def speedup(card: str):
     """Notebook 01: forward-pass speed-up over eager by batch size, per model and attention path."""
-    df, meta = _read(card, "01_speedup")
+    df, meta = results.stored("01_speedup", card)
     eager = df[df.attention == "eager"].set_index(["model", "batch_size"]).latency_ms
     d = df[df.attention != "eager"].copy()
     d["speedup_over_eager"] = [
@@ -57,8 +52,8 @@ def speedup(card: str):
 
 def decode_by_weights(card: str):
     """Notebooks 03 and 04: decode tokens/s over batch size per weight format (int8 from notebook 04)."""
-    speed, meta = _read(card, "03_speed")
-    int8, _ = _read(card, "04_speed")
+    speed, meta = results.stored("03_speed", card)
+    int8, _ = results.stored("04_speed", card)
     rows = pd.concat([speed, int8[int8.weights == "int8"]])
     plot = live.LivePlot(
         "batch_size",
@@ -75,7 +70,7 @@ def decode_by_weights(card: str):
 
 def decode_modes(card: str):
     """Notebook 07: batch-1 decode tokens/s per decode mode and weight format."""
-    dec, meta = _read(card, "07_decode")
+    dec, meta = results.stored("07_decode", card)
     plot = live.LivePlot(
         "mode",
         "decode_tok_s",

@@ -67,9 +67,8 @@ def datasheet(name: str) -> tuple[float, float, str] | None:
     return None
 
 
-PEAKS = Protocol(
-    warmup=3, min_reps=6, max_reps=30, budget_s=5.0
-)  # quick: a ceiling needs its median, not more
+# quick: a ceiling needs its median, not more
+PEAKS = Protocol(warmup=3, min_reps=6, max_reps=30, budget_s=5.0)
 
 
 def measure_peaks(size: int | None = None, protocol: Protocol = PEAKS) -> tuple[float, float]:

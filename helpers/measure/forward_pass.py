@@ -19,7 +19,7 @@ from ..models.loading import Loaded
 from .agreement import relative_error
 from .batches import make_batch, pack_batch, pad_batch
 from .ceilings import SpeedOfLight
-from .protocol import Call, Protocol, Samples, time_interleaved
+from .protocol import Call, Protocol, Samples, time_interleaved, time_one
 from .timing import peak_memory
 from .workload import against_sol, forward_flops, weight_bytes
 
@@ -34,7 +34,7 @@ def call_row(
 ) -> dict:
     """Latency (by ``protocol``; ``None``: the default ``Protocol()``), memory peaks and real tokens per second of
     any callable (notebook 02's encoders), with the protocol's columns."""
-    timing = time_interleaved({"": Call(fn, context)}, protocol, device=device)[""]
+    timing = time_one(Call(fn, context), protocol, device=device)
     mem = peak_memory(fn, device=device, context=context)
     return {
         **timing.summary("latency"),

@@ -286,13 +286,9 @@ def step_cost(model, batches: list[dict], *, protocol: Protocol | None = None, l
     pads = sum(int((b["attention_mask"] == 0).sum()) if "attention_mask" in b else 0 for b in batches)
     pads /= len(batches)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
-    lo, hi = timing.ci_ms
     return {
-        "step_ms": timing.median_ms,
+        **timing.summary("step"),  # step_ms with its interval, n, ci_reached: the protocol's row columns
         "step_ms_stdev": timing.stdev_ms,
-        "step_ci_low_ms": lo,
-        "step_ci_high_ms": hi,
-        "n": len(timing.samples_ms),
         "stopped_by": timing.stopped_by,
         "real_tokens_per_step": real,
         "positions_per_step": positions,
