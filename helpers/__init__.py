@@ -1,7 +1,8 @@
 """Shared helpers of the Single-GPU Inference Workbook, in folders by idea, each layer using only those above it.
 
-A chapter sets up with ``ch = environment.chapter("05", ...)`` and imports a few packages by name, e.g.
-``from helpers import environment, measure, models, results, show, techniques``. The map, lowest layer first:
+A chapter sets up with ``ch = environment.chapter("05", globals())`` (its parameters cell read by name) and
+imports a few packages by name, e.g. ``from helpers import environment, measure, models, results, show,
+techniques``. The map, lowest layer first:
 
 - ``errors``: the one exception type, whose message always names the fix.
 - ``variants``: the names of attention paths and weight formats, defined once.

@@ -1,8 +1,8 @@
 """The environment report and each chapter's set-up: what this machine is, what runs on it, its speed of light,
 and the sizes a chapter uses here (notebook 00 explains the report).
 
-A notebook's set-up is ``ch = environment.chapter("05", profile=PROFILE, model=MODEL, ...)``: the parameters
-it was given (``None``: the profile's value), everything else from the hardware profile's table for that
+A notebook's set-up is ``ch = environment.chapter("05", globals())``: the parameters its parameters cell names
+(``None``: the profile's value, filled in), everything else from the hardware profile's table for that
 chapter. Every capability in the report comes from running a tiny instance of it here (``probes``).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -178,30 +179,56 @@ class Chapter:
 
 
 def chapter(
-    number: str, *, profile: str | None = None, measure_peaks: bool | None = None, **overrides
+    number: str,
+    parameters: MutableMapping | None = None,
+    *,
+    profile: str | None = None,
+    measure_peaks: bool | None = None,
+    **overrides,
 ) -> Chapter:
     """Set up chapter ``number`` ("00" to "07"): probe the machine, pick the profile and the chapter's sizes.
 
-    ``overrides`` are the notebook's parameters by name (``model=MODEL``); ``None`` keeps the profile's value,
-    an unknown name is refused. ``profile``: force "cpu", "small-gpu" or "large-gpu". ``measure_peaks``: time a
-    matmul and a copy for the speed of light (the
-    chapter's default when ``None``).
+    A notebook passes its namespace, ``environment.chapter("05", globals())``, and names each parameter once, in
+    its parameters cell: ``PROFILE`` picks the profile ("cpu", "small-gpu", "large-gpu"; ``None``: from the
+    hardware), and each name that is one of the chapter's sizes in capitals (``MODEL`` for ``model``) replaces the
+    profile's value. A ``None`` there is filled in, in that namespace, with the value this run uses, so after
+    this call ``MODEL`` holds the model the chapter measures. Every value is checked at the door.
+
+    Code and tests may give the same by keyword instead (``model="llama-2-7b"``, ``profile=``, ``measure_peaks=``);
+    a name given both ways is refused, an unknown keyword too.
     """
+    if parameters is not None and not isinstance(parameters, MutableMapping):
+        raise WorkbookError(
+            f"chapter({number!r}, {type(parameters).__name__}): the second argument is the notebook's namespace.",
+            f"Use environment.chapter({number!r}, globals()), or name the parameters by keyword.",
+        )
+    given = dict(parameters or {})
+    if profile is None:
+        profile = given.get("PROFILE")
     prof = profiles.pick(profile)
     if number not in prof.chapters:
         raise WorkbookError(f"Unknown chapter {number!r}.", f"Use one of {sorted(prof.chapters)}.")
     sizes = {k: getattr(prof, k) for k in SHARED}
     sizes.update(prof.chapters[number])
+    if measure_peaks is not None:
+        overrides["measure_peaks"] = measure_peaks
     unknown = sorted(set(overrides) - set(sizes))
     if unknown:
         raise WorkbookError(
             f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
         )
-    for k, v in overrides.items():
+    from_cell = {k: given[k.upper()] for k in sizes if k.upper() in given}
+    twice = sorted(set(from_cell) & {k for k, v in overrides.items() if v is not None})
+    if twice and any(from_cell[k] is not None for k in twice):
+        raise WorkbookError(
+            f"Chapter {number}: {twice} given both in the namespace and by keyword.",
+            "Set each parameter once: in the parameters cell, or as a keyword.",
+        )
+    for k, v in {**from_cell, **overrides}.items():
         if v is not None:
-            sizes[k] = check_parameter(number, k, v, sizes[k])
-    if measure_peaks is not None:
-        sizes["measure_peaks"] = measure_peaks
+            sizes[k] = check_parameter(number, k, v, sizes[k], spelled=k.upper() if k in from_cell else None)
+    if parameters is not None:
+        parameters.update({k.upper(): sizes[k] for k in from_cell})
     return Chapter(number, report(measure=sizes["measure_peaks"]), prof, sizes)
 
 
@@ -209,15 +236,20 @@ DTYPE_KEYS = {"dtype", "half", "encoder_dtype", "quality_dtype", "layer_dtype", 
 MODEL_KEYS = {"model", "models", "decoder", "decoders", "small_decoder", "opt", "colab_models"}
 
 
-def check_parameter(number: str, key: str, value, default):
+def check_parameter(number: str, key: str, value, default, spelled: str | None = None):
     """A notebook parameter checked against the kind of the profile's value it replaces, at the door: a model name
     is a catalog name, a dtype a dtype name, a list stays a list of the same kind, a count a positive whole number,
     a fraction a number between 0 and 1. Returns the value as the chapter keeps it (whole numbers as ``int``)."""
-    where = f"chapter({number!r}, {key}={value!r})"
+    set_ = (
+        f"{spelled} = " if spelled else f"{key}="
+    )  # as the reader sets it: in the parameters cell, or a keyword
+    where = (
+        f"{spelled} = {value!r} (chapter {number})" if spelled else f"chapter({number!r}, {key}={value!r})"
+    )
     if key in MODEL_KEYS:
         names = value if isinstance(default, list) else [value]
         if isinstance(default, list) and not isinstance(value, (list, tuple)):
-            raise WorkbookError(f"{where}: {key} is a list of model names.", f"Use {key}=[{value!r}].")
+            raise WorkbookError(f"{where}: {key} is a list of model names.", f"Use {set_}[{value!r}].")
         for name in names:
             if not isinstance(name, str):
                 raise WorkbookError(
@@ -231,14 +263,14 @@ def check_parameter(number: str, key: str, value, default):
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise WorkbookError(f"{where}: {key} is True or False.", f"Use {key}={default}.")
+            raise WorkbookError(f"{where}: {key} is True or False.", f"Use {set_}{default}.")
         return value
     if isinstance(default, list) and default and all(isinstance(x, numbers.Real) for x in default):
         if not isinstance(value, (list, tuple)):
             raise WorkbookError(
-                f"{where}: {key} is a list.", f"Use {key}=[{value!r}] (the profile has {default})."
+                f"{where}: {key} is a list.", f"Use {set_}[{value!r}] (the profile has {default})."
             )
-        return [check_parameter(number, f"{key}[]", x, default[0]) for x in value]
+        return [check_parameter(number, f"{key}[]", x, default[0], spelled and f"{spelled}[]") for x in value]
     if isinstance(default, numbers.Real):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise WorkbookError(
@@ -246,17 +278,17 @@ def check_parameter(number: str, key: str, value, default):
             )
         if "fraction" in key or "share" in key:
             if not 0 <= value < 1 or (key.startswith("budget") and value == 0):
-                raise WorkbookError(f"{where}: a share is between 0 and 1.", f"Use e.g. {key}={default!r}.")
+                raise WorkbookError(f"{where}: a share is between 0 and 1.", f"Use e.g. {set_}{default!r}.")
             return float(value)
         if isinstance(default, numbers.Integral):
             if value != int(value) or value < 1:
                 raise WorkbookError(
-                    f"{where}: {key} is a positive whole number.", f"Use e.g. {key}={default!r}."
+                    f"{where}: {key} is a positive whole number.", f"Use e.g. {set_}{default!r}."
                 )
             return int(value)
         if value <= 0:
-            raise WorkbookError(f"{where}: {key} is a positive number.", f"Use e.g. {key}={default!r}.")
+            raise WorkbookError(f"{where}: {key} is a positive number.", f"Use e.g. {set_}{default!r}.")
         return float(value)
     if isinstance(default, str) and not isinstance(value, str):
-        raise WorkbookError(f"{where}: {key} is a name.", f"Use e.g. {key}={default!r}.")
+        raise WorkbookError(f"{where}: {key} is a name.", f"Use e.g. {set_}{default!r}.")
     return value

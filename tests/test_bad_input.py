@@ -205,6 +205,36 @@ CASES = [
         "list of model",
         "['opt-350m']",
     ),
+    (
+        "a parameters cell's model given as a number",
+        lambda m, o: environment.chapter("03", {"PROFILE": None, "MODEL": 123}),
+        "MODEL = 123",
+        "catalog",
+    ),
+    (
+        "a parameters cell's one batch size for a list",
+        lambda m, o: environment.chapter("03", {"GEN_BATCHES": 4}),
+        "GEN_BATCHES = 4",
+        "GEN_BATCHES = [4]",
+    ),
+    (
+        "a parameters cell's unknown profile",
+        lambda m, o: environment.chapter("05", {"PROFILE": "laptop"}),
+        "Unknown profile",
+        "large-gpu",
+    ),
+    (
+        "something else where the namespace goes",
+        lambda m, o: environment.chapter("03", ["MODEL"]),
+        "namespace",
+        "globals()",
+    ),
+    (
+        "a parameter set in the cell and by keyword",
+        lambda m, o: environment.chapter("03", {"MODEL": "llama-1.1b"}, model="llama-2-7b"),
+        "both",
+        "once",
+    ),
     # models.load's options, checked by Request.of before anything loads
     (
         "int8 threshold as a word",

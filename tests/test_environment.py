@@ -121,6 +121,25 @@ def test_profile_from_hardware_and_override(monkeypatch):
         profiles.pick("huge")
 
 
+def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
+    cell = {"PROFILE": "cpu", "MODEL": None, "GEN_BATCHES": [1, 3], "BUDGET_FRACTION": None, "SOURCE": "x"}
+    ch = environment.chapter("03", cell, measure_peaks=False)
+    cpu = profiles.pick("cpu").chapters["03"]
+    assert ch.profile.name == "cpu" and ch.gen_batches == [1, 3], ch.sizes
+    # each None became the value this run uses; names that are not the chapter's sizes stay as they were
+    assert cell == {
+        "PROFILE": "cpu",
+        "MODEL": cpu["model"],
+        "GEN_BATCHES": [1, 3],
+        "BUDGET_FRACTION": 0.65,
+        "SOURCE": "x",
+    }
+    assert "HALF" not in cell and "MEASURE_PEAKS" not in cell, "only the names the cell has are filled in"
+    again = environment.chapter("03", cell, measure_peaks=False)  # a cell run twice sets up the same chapter
+    assert again.sizes == ch.sizes
+
+
 def test_card_slug():
     info = hardware.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 1, 79.2, "9.0", True, "x86_64", 16)
     assert hardware.card_slug(info) == "nvidia-h100-80gb-hbm3"

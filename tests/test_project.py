@@ -398,6 +398,38 @@ def test_every_chapter_sets_up_through_chapter(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_parameters_cell_names_each_parameter_once(path):
+    """chapter() reads the parameters cell through globals(): no name is passed again, taken back or set twice."""
+    from helpers import environment
+    from helpers.machine import profiles
+
+    number = path.name[:2]
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    cell = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    names = {
+        t.id for n in ast.parse(cell.source).body for t in ast.walk(n.targets[0]) if isinstance(t, ast.Name)
+    }
+    sizes = set(environment.SHARED) | set(profiles.pick("cpu").chapters[number])
+    read = {n for n in names if n.lower() in sizes}
+    assert "PROFILE" in names and read, f"{path.name}: PROFILE and the chapter's sizes in the parameters cell"
+    rest = "\n".join(c.source for c in cells if c is not cell)
+    calls = re.findall(r"environment\.chapter\(([^)]*\)?)\)", rest)
+    assert calls == [f'"{number}", globals()'], (
+        f"set up as chapter({number!r}, globals()), nothing passed again: {calls}"
+    )
+    taken = {
+        t.upper() for call in re.findall(r"ch\.take\(([^)]*)\)", rest) for t in re.findall(r'"(\w+)"', call)
+    }
+    assert not taken & read, (
+        f"taken back with ch.take although chapter() fills them in: {sorted(taken & read)}"
+    )
+    for node in ast.walk(ast.parse(rest)):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        bound = {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+        assert not bound & read, f"{sorted(bound & read)} set again outside the parameters cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_sizes_exist_for_every_profile(path):
     from helpers.machine import profiles
 
