@@ -92,20 +92,10 @@ SHARED = (
     "memory_seq_lens",
     "short_seq",
 )
-REPORT_ROWS = [
-    "device.name",
-    "device.memory_gib",
-    "host.cpu_model",
-    "host.driver_version",
-    "host.sm_clock_mhz",
-    "version.torch",
-    "version.transformers",
-    "version.bitsandbytes",
-    "version.peft",
-    "version.flash-attn",
-    "sol.measured_tflops",
-    "sol.measured_gbs",
-]
+REPORT_ROWS = (  # the report lines a chapter shows at its top
+    "device.name device.memory_gib host.cpu_model host.driver_version host.sm_clock_mhz version.torch "
+    "version.transformers version.bitsandbytes version.peft version.flash-attn sol.measured_tflops sol.measured_gbs"
+).split()
 
 
 @dataclass
@@ -178,6 +168,10 @@ class Chapter:
         ]
 
 
+# kept in a notebook's namespace by chapter(): which names its first set-up read, and the values it filled in
+READ_KEY = "__chapter_parameters__"
+
+
 def chapter(
     number: str,
     parameters: MutableMapping | None = None,
@@ -191,8 +185,13 @@ def chapter(
     A notebook passes its namespace, ``environment.chapter("05", globals())``, and names each parameter once, in
     its parameters cell: ``PROFILE`` picks the profile ("cpu", "small-gpu", "large-gpu"; ``None``: from the
     hardware), and each name that is one of the chapter's sizes in capitals (``MODEL`` for ``model``) replaces the
-    profile's value. A ``None`` there is filled in, in that namespace, with the value this run uses, so after
+    profile's value. Each size's ``None`` is filled in, in that namespace, with the value this run uses, so after
     this call ``MODEL`` holds the model the chapter measures. Every value is checked at the door.
+
+    Running the set-up cell again reads the same names as the first time (kept under ``__chapter_parameters__``):
+    what later cells stored under a size's name (``HALF = ch.half``) is not read, and a value this function filled
+    in is filled in again (from the profile now chosen). A name added to the parameters cell after the first
+    set-up is read once the kernel restarts.
 
     Code and tests may give the same by keyword instead (``model="llama-2-7b"``, ``profile=``, ``measure_peaks=``);
     a name given both ways is refused, an unknown keyword too.
@@ -203,9 +202,17 @@ def chapter(
             f"Use environment.chapter({number!r}, globals()), or name the parameters by keyword.",
         )
     given = dict(parameters or {})
-    if profile is None:
-        profile = given.get("PROFILE")
-    prof = profiles.pick(profile)
+    record = given.get(READ_KEY) or {}
+    filled = record.get("filled", {})
+    for name, value in filled.items():  # a value filled in last time, unchanged since: the profile's again
+        if name in given and given[name] is value:
+            given[name] = None
+    if given.get("PROFILE") is not None and profile is not None and given["PROFILE"] != profile:
+        raise WorkbookError(
+            f"chapter({number!r}): PROFILE = {given['PROFILE']!r} in the namespace and profile={profile!r}.",
+            "Set the profile once: in the parameters cell, or as a keyword.",
+        )
+    prof = profiles.pick(profile or given.get("PROFILE"))
     if number not in prof.chapters:
         raise WorkbookError(f"Unknown chapter {number!r}.", f"Use one of {sorted(prof.chapters)}.")
     sizes = {k: getattr(prof, k) for k in SHARED}
@@ -217,11 +224,14 @@ def chapter(
         raise WorkbookError(
             f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
         )
-    from_cell = {k: given[k.upper()] for k in sizes if k.upper() in given}
-    twice = sorted(set(from_cell) & {k for k, v in overrides.items() if v is not None})
-    if twice and any(from_cell[k] is not None for k in twice):
+    read = record.get("read")
+    from_cell = {
+        k: given[k.upper()] for k in sizes if k.upper() in given and (read is None or k.upper() in read)
+    }
+    twice = sorted(k for k, v in overrides.items() if v is not None and from_cell.get(k) is not None)
+    if twice:
         raise WorkbookError(
-            f"Chapter {number}: {twice} given both in the namespace and by keyword.",
+            f"Chapter {number}: {[k.upper() for k in twice]} set in the namespace and {twice} by keyword.",
             "Set each parameter once: in the parameters cell, or as a keyword.",
         )
     for k, v in {**from_cell, **overrides}.items():
@@ -229,6 +239,10 @@ def chapter(
             sizes[k] = check_parameter(number, k, v, sizes[k], spelled=k.upper() if k in from_cell else None)
     if parameters is not None:
         parameters.update({k.upper(): sizes[k] for k in from_cell})
+        parameters[READ_KEY] = {
+            "read": tuple(sorted(k.upper() for k in from_cell)) if read is None else read,
+            "filled": {k.upper(): sizes[k] for k, v in from_cell.items() if v is None},
+        }
     return Chapter(number, report(measure=sizes["measure_peaks"]), prof, sizes)
 
 
@@ -246,31 +260,48 @@ def check_parameter(number: str, key: str, value, default, spelled: str | None =
     where = (
         f"{spelled} = {value!r} (chapter {number})" if spelled else f"chapter({number!r}, {key}={value!r})"
     )
+    if isinstance(default, list) and not isinstance(value, (list, tuple)):
+        raise WorkbookError(
+            f"{where}: {key} is a list.", f"Use {set_}[{value!r}] (the profile has {set_}{default!r})."
+        )
     if key in MODEL_KEYS:
-        names = value if isinstance(default, list) else [value]
-        if isinstance(default, list) and not isinstance(value, (list, tuple)):
-            raise WorkbookError(f"{where}: {key} is a list of model names.", f"Use {set_}[{value!r}].")
-        for name in names:
+        for name in value if isinstance(default, list) else [value]:
             if not isinstance(name, str):
                 raise WorkbookError(
-                    f"{where}: {name!r} is not a model name.", f"Use catalog names, e.g. {default!r}."
+                    f"{where}: {name!r} is not a model name.", f"Use catalog names, e.g. {set_}{default!r}."
                 )
-            catalog.entry(name)  # an unknown name is refused with the close ones
+            try:
+                catalog.entry(name)  # an unknown name is refused with the close ones
+            except WorkbookError as e:
+                raise WorkbookError(f"{where}: {e.problem}", e.fix) from None
         return list(value) if isinstance(default, list) else value
     if key in DTYPE_KEYS:
         if not isinstance(value, str) or value not in variants.DTYPES:
-            raise WorkbookError(f"{where}: not a dtype name.", f"Use one of {sorted(variants.DTYPES)}.")
+            raise WorkbookError(
+                f"{where}: not a dtype name.",
+                f"Use e.g. {set_}{default!r} (one of {sorted(variants.DTYPES)}).",
+            )
+        return value
+    if key == "quality_windows":  # a count of windows, or "all" of the corpus
+        if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise WorkbookError(
+                f"{where}: a number of windows or 'all'.", f"Use e.g. {set_}2 or {set_}'all'."
+            )
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise WorkbookError(f"{where}: {key} is True or False.", f"Use {set_}{default}.")
         return value
     if isinstance(default, list) and default and all(isinstance(x, numbers.Real) for x in default):
-        if not isinstance(value, (list, tuple)):
-            raise WorkbookError(
-                f"{where}: {key} is a list.", f"Use {set_}[{value!r}] (the profile has {default})."
-            )
-        return [check_parameter(number, f"{key}[]", x, default[0], spelled and f"{spelled}[]") for x in value]
+        for x in value:
+            try:
+                check_parameter(number, key, x, default[0])
+            except WorkbookError as e:
+                raise WorkbookError(
+                    f"{where}: the entry {x!r}: {e.problem.split(': ', 1)[-1]}",
+                    f"Use a list like the profile's: {set_}{default!r}.",
+                ) from None
+        return [check_parameter(number, key, x, default[0]) for x in value]
     if isinstance(default, numbers.Real):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise WorkbookError(
@@ -281,9 +312,10 @@ def check_parameter(number: str, key: str, value, default, spelled: str | None =
                 raise WorkbookError(f"{where}: a share is between 0 and 1.", f"Use e.g. {set_}{default!r}.")
             return float(value)
         if isinstance(default, numbers.Integral):
-            if value != int(value) or value < 1:
+            if value != int(value) or value < min(default, 1):
                 raise WorkbookError(
-                    f"{where}: {key} is a positive whole number.", f"Use e.g. {set_}{default!r}."
+                    f"{where}: {key} is a {'' if default < 1 else 'positive '}whole number.",
+                    f"Use e.g. {set_}{max(default, 1)!r}.",
                 )
             return int(value)
         if value <= 0:

@@ -184,14 +184,14 @@ CASES = [
     (
         "a negative batch in a list",
         lambda m, o: environment.chapter("01", batch_sizes=[1, -2]),
-        "whole",
-        "Use e.g.",
+        "the entry -2",
+        "batch_sizes=[1, 2, 4]",
     ),
     (
         "padding past the row",
         lambda m, o: environment.chapter("01", pad_fractions=[0.5, 1.5]),
         "between 0",
-        "Use e.g.",
+        "pad_fractions=[0.0,",
     ),
     (
         "torch's dtype spelling",
@@ -202,8 +202,8 @@ CASES = [
     (
         "one model for a list",
         lambda m, o: environment.chapter("01", models="opt-350m"),
-        "list of model",
-        "['opt-350m']",
+        "models is a list",
+        "models=['opt-350m']",
     ),
     (
         "a parameters cell's model given as a number",
@@ -230,9 +230,27 @@ CASES = [
         "globals()",
     ),
     (
+        "a parameters cell's list with one bad entry",
+        lambda m, o: environment.chapter("05", {"PROMPTS": [32, -1]}),
+        "the entry -1",
+        "PROMPTS = [",
+    ),
+    (
+        "a parameters cell's misspelt model",
+        lambda m, o: environment.chapter("03", {"MODEL": "llama-7"}),
+        "MODEL = 'llama-7'",
+        "llama-2-7b",
+    ),
+    (
+        "a profile set in the cell and by keyword",
+        lambda m, o: environment.chapter("03", {"PROFILE": "cpu"}, profile="large-gpu"),
+        "PROFILE = 'cpu'",
+        "once",
+    ),
+    (
         "a parameter set in the cell and by keyword",
         lambda m, o: environment.chapter("03", {"MODEL": "llama-1.1b"}, model="llama-2-7b"),
-        "both",
+        "by keyword",
         "once",
     ),
     # models.load's options, checked by Request.of before anything loads

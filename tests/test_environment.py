@@ -125,19 +125,36 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
     cell = {"PROFILE": "cpu", "MODEL": None, "GEN_BATCHES": [1, 3], "BUDGET_FRACTION": None, "SOURCE": "x"}
     ch = environment.chapter("03", cell, measure_peaks=False)
-    cpu = profiles.pick("cpu").chapters["03"]
+    cpu, small = (profiles.pick(n).chapters["03"] for n in ("cpu", "small-gpu"))
     assert ch.profile.name == "cpu" and ch.gen_batches == [1, 3], ch.sizes
     # each None became the value this run uses; names that are not the chapter's sizes stay as they were
-    assert cell == {
+    filled = {
         "PROFILE": "cpu",
         "MODEL": cpu["model"],
         "GEN_BATCHES": [1, 3],
         "BUDGET_FRACTION": 0.65,
         "SOURCE": "x",
     }
+    assert {k: v for k, v in cell.items() if k != environment.READ_KEY} == filled
     assert "HALF" not in cell and "MEASURE_PEAKS" not in cell, "only the names the cell has are filled in"
-    again = environment.chapter("03", cell, measure_peaks=False)  # a cell run twice sets up the same chapter
-    assert again.sizes == ch.sizes
+    assert cell[environment.READ_KEY]["read"] == ("BUDGET_FRACTION", "GEN_BATCHES", "MODEL")
+
+    cell["HALF"] = cell["NEW_TOKENS"] = "stored by a later cell"  # names of sizes, not in the parameters cell
+    again = environment.chapter("03", cell, measure_peaks=False)  # the set-up cell run again
+    assert again.sizes == ch.sizes, "a second set-up reads only what the first one read"
+
+    cell["PROFILE"] = "small-gpu"  # the profile changed, the parameters cell not run again
+    moved = environment.chapter("03", cell, measure_peaks=False)
+    assert moved.model == cell["MODEL"] == small["model"] != cpu["model"], (
+        "a filled-in value follows the profile"
+    )
+    assert moved.gen_batches == [1, 3], "a value the reader set stays"
+
+    cell.pop(environment.READ_KEY)
+    with pytest.raises(
+        WorkbookError, match="HALF|NEW_TOKENS"
+    ):  # without the record, a later cell's value is read
+        environment.chapter("03", cell, measure_peaks=False)
 
 
 def test_card_slug():

@@ -424,7 +424,10 @@ def test_the_parameters_cell_names_each_parameter_once(path):
         f"taken back with ch.take although chapter() fills them in: {sorted(taken & read)}"
     )
     for node in ast.walk(ast.parse(rest)):
-        targets = node.targets if isinstance(node, ast.Assign) else []
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        targets = [
+            t for t in targets if isinstance(t, ast.AST)
+        ]  # plain, augmented, annotated, for-loop targets
         bound = {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
         assert not bound & read, f"{sorted(bound & read)} set again outside the parameters cell"
 
