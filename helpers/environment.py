@@ -254,9 +254,8 @@ def check_parameter(number: str, key: str, value, default, spelled: str | None =
     """A notebook parameter checked against the kind of the profile's value it replaces, at the door: a model name
     is a catalog name, a dtype a dtype name, a list stays a list of the same kind, a count a positive whole number,
     a fraction a number between 0 and 1. Returns the value as the chapter keeps it (whole numbers as ``int``)."""
-    set_ = (
-        f"{spelled} = " if spelled else f"{key}="
-    )  # as the reader sets it: in the parameters cell, or a keyword
+    # as the reader sets it: in the parameters cell, or a keyword
+    set_ = f"{spelled} = " if spelled else f"{key}="
     where = (
         f"{spelled} = {value!r} (chapter {number})" if spelled else f"chapter({number!r}, {key}={value!r})"
     )
@@ -293,15 +292,16 @@ def check_parameter(number: str, key: str, value, default, spelled: str | None =
             raise WorkbookError(f"{where}: {key} is True or False.", f"Use {set_}{default}.")
         return value
     if isinstance(default, list) and default and all(isinstance(x, numbers.Real) for x in default):
+        checked = []
         for x in value:
             try:
-                check_parameter(number, key, x, default[0])
+                checked.append(check_parameter(number, key, x, default[0]))
             except WorkbookError as e:
                 raise WorkbookError(
                     f"{where}: the entry {x!r}: {e.problem.split(': ', 1)[-1]}",
                     f"Use a list like the profile's: {set_}{default!r}.",
                 ) from None
-        return [check_parameter(number, key, x, default[0]) for x in value]
+        return checked
     if isinstance(default, numbers.Real):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise WorkbookError(

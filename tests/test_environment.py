@@ -151,9 +151,8 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     assert moved.gen_batches == [1, 3], "a value the reader set stays"
 
     cell.pop(environment.READ_KEY)
-    with pytest.raises(
-        WorkbookError, match="HALF|NEW_TOKENS"
-    ):  # without the record, a later cell's value is read
+    # without the record, a later cell's value is read
+    with pytest.raises(WorkbookError, match="HALF|NEW_TOKENS"):
         environment.chapter("03", cell, measure_peaks=False)
 
 

@@ -425,9 +425,8 @@ def test_the_parameters_cell_names_each_parameter_once(path):
     )
     for node in ast.walk(ast.parse(rest)):
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        targets = [
-            t for t in targets if isinstance(t, ast.AST)
-        ]  # plain, augmented, annotated, for-loop targets
+        # plain, augmented, annotated and for-loop targets
+        targets = [t for t in targets if isinstance(t, ast.AST)]
         bound = {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
         assert not bound & read, f"{sorted(bound & read)} set again outside the parameters cell"
 
