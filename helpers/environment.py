@@ -8,6 +8,7 @@ chapter. Every capability in the report comes from running a tiny instance of it
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import MutableMapping
@@ -79,19 +80,9 @@ def report(measure: bool = False) -> EnvironmentReport:
 
 # --------------------------------------------------------------------------- a chapter's set-up
 
-SHARED = (
-    "decoder",
-    "small_decoder",
-    "dtype",
-    "half",
-    "seq_lens",
-    "batch_sizes",
-    "long_seq",
-    "new_tokens",
-    "decoders",
-    "memory_seq_lens",
-    "short_seq",
-)
+SHARED = (  # the sizes every chapter has (the profile's fields), beside its own table's
+    "decoder small_decoder dtype half seq_lens batch_sizes long_seq new_tokens decoders memory_seq_lens short_seq"
+).split()
 REPORT_ROWS = (  # the report lines a chapter shows at its top
     "device.name device.memory_gib host.cpu_model host.driver_version host.sm_clock_mhz version.torch "
     "version.transformers version.bitsandbytes version.peft version.flash-attn sol.measured_tflops sol.measured_gbs"
@@ -191,7 +182,8 @@ def chapter(
     Running the set-up cell again reads the same names as the first time (kept under ``__chapter_parameters__``):
     what later cells stored under a size's name (``HALF = ch.half``) is not read, and a value this function filled
     in is filled in again (from the profile now chosen). A name added to the parameters cell after the first
-    set-up is read once the kernel restarts.
+    set-up is read once the kernel restarts. A name in capitals close to a parameter's (``MODLE``, ``BATCH`` for
+    ``BATCHES``) is refused at the first set-up: as written it would be ignored.
 
     Code and tests may give the same by keyword instead (``model="llama-2-7b"``, ``profile=``, ``measure_peaks=``);
     a name given both ways is refused, an unknown keyword too.
@@ -225,6 +217,18 @@ def chapter(
             f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
         )
     read = record.get("read")
+    names = [k.upper() for k in sizes] + ["PROFILE"]
+    for name in sorted(
+        n for n in given if n.isidentifier() and n.isupper() and n not in names if read is None
+    ):
+        near = difflib.get_close_matches(
+            name, names, n=1, cutoff=0.8
+        )  # a misspelt parameter would be ignored
+        if near:
+            raise WorkbookError(
+                f"{name} = {given[name]!r} (chapter {number}): not a parameter; the chapter reads {near[0]}.",
+                f"Rename it {near[0]} (spelt {name}, it is ignored and the profile's value is used).",
+            )
     from_cell = {
         k: given[k.upper()] for k in sizes if k.upper() in given and (read is None or k.upper() in read)
     }

@@ -242,6 +242,18 @@ CASES = [
         "llama-2-7b",
     ),
     (
+        "a parameters cell's misspelt name",
+        lambda m, o: environment.chapter("05", {"PROFILE": None, "MODLE": "llama-1.1b"}),
+        "MODLE = 'llama-1.1b'",
+        "Rename it MODEL",
+    ),
+    (
+        "a parameters cell's name in the singular",
+        lambda m, o: environment.chapter("05", {"BATCH": [1, 16]}),
+        "the chapter reads BATCHES",
+        "Rename it BATCHES",
+    ),
+    (
         "a profile set in the cell and by keyword",
         lambda m, o: environment.chapter("03", {"PROFILE": "cpu"}, profile="large-gpu"),
         "PROFILE = 'cpu'",

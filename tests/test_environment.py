@@ -140,6 +140,7 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     assert cell[environment.READ_KEY]["read"] == ("BUDGET_FRACTION", "GEN_BATCHES", "MODEL")
 
     cell["HALF"] = cell["NEW_TOKENS"] = "stored by a later cell"  # names of sizes, not in the parameters cell
+    cell["GEN_BATCH"] = 8  # a later cell's name close to a parameter's: only a first set-up calls it misspelt
     again = environment.chapter("03", cell, measure_peaks=False)  # the set-up cell run again
     assert again.sizes == ch.sizes, "a second set-up reads only what the first one read"
 
@@ -151,7 +152,10 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     assert moved.gen_batches == [1, 3], "a value the reader set stays"
 
     cell.pop(environment.READ_KEY)
-    # without the record, a later cell's value is read
+    # without the record (a first set-up), a name close to a parameter's is refused, and a later cell's value read
+    with pytest.raises(WorkbookError, match="GEN_BATCH = 8 .*reads GEN_BATCHES"):
+        environment.chapter("03", cell, measure_peaks=False)
+    del cell["GEN_BATCH"]
     with pytest.raises(WorkbookError, match="HALF|NEW_TOKENS"):
         environment.chapter("03", cell, measure_peaks=False)
 
