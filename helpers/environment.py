@@ -176,14 +176,13 @@ def chapter(
     A notebook passes its namespace, ``environment.chapter("05", globals())``, and names each parameter once, in
     its parameters cell: ``PROFILE`` picks the profile ("cpu", "small-gpu", "large-gpu"; ``None``: from the
     hardware), and each name that is one of the chapter's sizes in capitals (``MODEL`` for ``model``) replaces the
-    profile's value. Each size's ``None`` is filled in, in that namespace, with the value this run uses, so after
-    this call ``MODEL`` holds the model the chapter measures. Every value is checked at the door.
+    profile's value. Each size's ``None`` is filled in, in that namespace, with the value this run uses (``MODEL``
+    then holds the model measured). Every value is checked at the door.
 
     Running the set-up cell again reads the same names as the first time (kept under ``__chapter_parameters__``):
     what later cells stored under a size's name (``HALF = ch.half``) is not read, and a value this function filled
-    in is filled in again (from the profile now chosen). A name added to the parameters cell after the first
-    set-up is read once the kernel restarts. A name in capitals close to a parameter's (``MODLE``, ``BATCH`` for
-    ``BATCHES``) is refused at the first set-up: as written it would be ignored.
+    in is filled in again (from the profile now chosen); a name added to the cell later is read after a restart.
+    A first set-up refuses a capitalised near-miss of an unset parameter's name (``MODLE``): it would be ignored.
 
     Code and tests may give the same by keyword instead (``model="llama-2-7b"``, ``profile=``, ``measure_peaks=``);
     a name given both ways is refused, an unknown keyword too.
@@ -195,10 +194,8 @@ def chapter(
         )
     given = dict(parameters or {})
     record = given.get(READ_KEY) or {}
-    filled = record.get("filled", {})
-    for name, value in filled.items():  # a value filled in last time, unchanged since: the profile's again
-        if name in given and given[name] is value:
-            given[name] = None
+    # a value filled in last time, unchanged since: the profile's again
+    given.update({n: None for n, v in record.get("filled", {}).items() if n in given and given[n] is v})
     if given.get("PROFILE") is not None and profile is not None and given["PROFILE"] != profile:
         raise WorkbookError(
             f"chapter({number!r}): PROFILE = {given['PROFILE']!r} in the namespace and profile={profile!r}.",
@@ -207,8 +204,7 @@ def chapter(
     prof = profiles.pick(profile or given.get("PROFILE"))
     if number not in prof.chapters:
         raise WorkbookError(f"Unknown chapter {number!r}.", f"Use one of {sorted(prof.chapters)}.")
-    sizes = {k: getattr(prof, k) for k in SHARED}
-    sizes.update(prof.chapters[number])
+    sizes = {**{k: getattr(prof, k) for k in SHARED}, **prof.chapters[number]}
     if measure_peaks is not None:
         overrides["measure_peaks"] = measure_peaks
     unknown = sorted(set(overrides) - set(sizes))
@@ -217,17 +213,21 @@ def chapter(
             f"Chapter {number} has no parameter {unknown}.", f"Use names from {sorted(sizes)}."
         )
     read = record.get("read")
-    names = [k.upper() for k in sizes] + ["PROFILE"]
-    for name in sorted(
-        n for n in given if n.isidentifier() and n.isupper() and n not in names if read is None
-    ):
-        near = difflib.get_close_matches(
-            name, names, n=1, cutoff=0.8
-        )  # a misspelt parameter would be ignored
+    if read is None:  # a first set-up: a capitalised name close to an unset parameter's is a misspelling
+        names = [k.upper() for k in sizes] + ["PROFILE"]
+        near = {
+            n: m[0]
+            for n in sorted(given)
+            if n.isidentifier() and n.isupper() and n not in names
+            for m in [difflib.get_close_matches(n, names, n=1, cutoff=0.7)]
+            if m and given.get(m[0]) is None
+        }
         if near:
             raise WorkbookError(
-                f"{name} = {given[name]!r} (chapter {number}): not a parameter; the chapter reads {near[0]}.",
-                f"Rename it {near[0]} (spelt {name}, it is ignored and the profile's value is used).",
+                f"{', '.join(f'{n} = {given[n]!r:.60}' for n in near)} (chapter {number}): not a parameter; "
+                f"the chapter reads {', '.join(near.values())}.",
+                f"Rename {', '.join(f'{n} to {m}' for n, m in near.items())}, then `del {', '.join(near)}` (or "
+                "restart the kernel); as spelt, it is ignored and the profile's value used.",
             )
     from_cell = {
         k: given[k.upper()] for k in sizes if k.upper() in given and (read is None or k.upper() in read)

@@ -245,13 +245,13 @@ CASES = [
         "a parameters cell's misspelt name",
         lambda m, o: environment.chapter("05", {"PROFILE": None, "MODLE": "llama-1.1b"}),
         "MODLE = 'llama-1.1b'",
-        "Rename it MODEL",
+        "Rename MODLE to MODEL, then `del MODLE`",
     ),
     (
         "a parameters cell's name in the singular",
         lambda m, o: environment.chapter("05", {"BATCH": [1, 16]}),
         "the chapter reads BATCHES",
-        "Rename it BATCHES",
+        "Rename BATCH to BATCHES",
     ),
     (
         "a profile set in the cell and by keyword",

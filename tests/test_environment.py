@@ -140,7 +140,9 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     assert cell[environment.READ_KEY]["read"] == ("BUDGET_FRACTION", "GEN_BATCHES", "MODEL")
 
     cell["HALF"] = cell["NEW_TOKENS"] = "stored by a later cell"  # names of sizes, not in the parameters cell
-    cell["GEN_BATCH"] = 8  # a later cell's name close to a parameter's: only a first set-up calls it misspelt
+    cell["ENCODER_DTYP"] = (
+        "fp16"  # a later cell's name close to an unset parameter's: only a first set-up refuses
+    )
     again = environment.chapter("03", cell, measure_peaks=False)  # the set-up cell run again
     assert again.sizes == ch.sizes, "a second set-up reads only what the first one read"
 
@@ -153,11 +155,25 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
 
     cell.pop(environment.READ_KEY)
     # without the record (a first set-up), a name close to a parameter's is refused, and a later cell's value read
-    with pytest.raises(WorkbookError, match="GEN_BATCH = 8 .*reads GEN_BATCHES"):
+    with pytest.raises(WorkbookError, match="ENCODER_DTYP = 'fp16' .*reads ENCODER_DTYPE"):
         environment.chapter("03", cell, measure_peaks=False)
-    del cell["GEN_BATCH"]
+    del cell["ENCODER_DTYP"]
     with pytest.raises(WorkbookError, match="HALF|NEW_TOKENS"):
         environment.chapter("03", cell, measure_peaks=False)
+
+
+def test_a_misspelt_name_is_not_refused_once_the_right_one_is_set(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
+    fixed = {
+        "PROFILE": "cpu",
+        "MODLE": "llama-1.1b-tiny",
+        "MODEL": "llama-1.1b-tiny",
+    }  # renamed, MODLE still there
+    assert environment.chapter("05", fixed, measure_peaks=False).model == "llama-1.1b-tiny"
+    with pytest.raises(
+        WorkbookError, match=r"MODLE = 'llama-1.1b-tiny', PROMTS = \[64\] .*reads MODEL, PROMPTS"
+    ):
+        environment.chapter("05", {"PROFILE": "cpu", "MODLE": "llama-1.1b-tiny", "PROMTS": [64]})
 
 
 def test_card_slug():

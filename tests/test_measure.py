@@ -244,6 +244,27 @@ def test_kernel_reasons_join_each_header_with_the_reasons_after_it():
     ]
 
 
+def test_an_unsupported_rows_reason_is_the_pinned_kernels_own():
+    error = (
+        "No available kernel: Memory efficient kernel not used because: For dense input, both fused kernels require "
+        "query, key and value to have the same num_heads.; Flash attention kernel not used because: Flash attention "
+        "has been runtime disabled.; cuDNN attention kernel not used because: cuDNN attention has been "
+        "runtime disabled."
+    )
+    efficient = sweeps.unsupported_reason("sdpa-efficient", error)
+    assert efficient.startswith("Memory efficient kernel") and "Flash" not in efficient, efficient
+    assert sweeps.unsupported_reason("sdpa-flash", error) == (
+        "Flash attention kernel not used because: Flash attention has been runtime disabled."
+    )
+    assert sweeps.unsupported_reason("sdpa-cudnn", error).startswith("cuDNN attention kernel")
+    other = "Attention 'fa2' cannot run here: flash-attn is not installed."
+    assert sweeps.unsupported_reason("fa2", other) == other, "a path that pins no kernel: the whole text"
+    assert sweeps.unsupported_reason("sdpa-flash", "no header here") == "no header here"
+    short = sweeps.unsupported_reason("sdpa-efficient", error, limit=40)
+    assert len(short) == 40 and short.endswith("…"), short
+    assert sweeps.unsupported_reason("sdpa", float("nan")) == "", "a row read back from a CSV: NaN"
+
+
 def test_a_sweep_says_how_far_it_is_and_how_long_is_left(monkeypatch):
     clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
     monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))

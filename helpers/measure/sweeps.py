@@ -65,6 +65,26 @@ def kernel_reasons(messages: list[str]) -> list[str]:
     return out
 
 
+# the kernel each pinned SDPA path asks for, as PyTorch names it in "<kernel> kernel not used because:"
+PINNED_KERNEL = {
+    "sdpa-flash": "Flash attention",
+    "sdpa-efficient": "Memory efficient",
+    "sdpa-cudnn": "cuDNN attention",
+}
+_KERNEL_HEADER = re.compile(r"; (?=[\w ]+ kernel not used because:)")
+
+
+def unsupported_reason(attention: str, error, limit: int = 300) -> str:
+    """Why ``attention`` was unsupported, from a sweep row's ``error``: for a pinned SDPA path the reason of the
+    kernel it pins (SDPA lists every kernel's, the disabled ones too, the memory-efficient one first), otherwise
+    the whole text; shortened to ``limit`` characters with an ellipsis, "" when there is none."""
+    text = error.removeprefix("No available kernel: ") if isinstance(error, str) else ""
+    kernel = PINNED_KERNEL.get(attention)
+    parts = [t for t in _KERNEL_HEADER.split(text) if kernel and t.startswith(f"{kernel} kernel not used")]
+    text = (parts or [text])[0]
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 @contextlib.contextmanager
 def _kernel_reasons():
     """Collect PyTorch's warnings that say why an SDPA kernel was not used (the reasons behind "No available
