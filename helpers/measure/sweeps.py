@@ -76,11 +76,16 @@ _KERNEL_HEADER = re.compile(r"; (?=[\w ]+ kernel not used because:)")
 
 def unsupported_reason(attention: str, error, limit: int = 300) -> str:
     """Why ``attention`` was unsupported, from a sweep row's ``error``: for a pinned SDPA path the reason of the
-    kernel it pins (SDPA lists every kernel's, the disabled ones too, the memory-efficient one first), otherwise
-    the whole text; shortened to ``limit`` characters with an ellipsis, "" when there is none."""
+    kernel it pins (SDPA lists every kernel's, the disabled ones too, in an order and capitalisation that vary by
+    version: "cuDNN" in 2.11, "CuDNN" before), otherwise the whole text; shortened to ``limit`` characters with an
+    ellipsis, "" when there is none."""
     text = error.removeprefix("No available kernel: ") if isinstance(error, str) else ""
     kernel = PINNED_KERNEL.get(attention)
-    parts = [t for t in _KERNEL_HEADER.split(text) if kernel and t.startswith(f"{kernel} kernel not used")]
+    parts = [
+        t
+        for t in _KERNEL_HEADER.split(text)
+        if kernel and t.lower().startswith(f"{kernel} kernel not used".lower())
+    ]
     text = (parts or [text])[0]
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
