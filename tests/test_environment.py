@@ -140,9 +140,8 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
     assert cell[environment.READ_KEY]["read"] == ("BUDGET_FRACTION", "GEN_BATCHES", "MODEL")
 
     cell["HALF"] = cell["NEW_TOKENS"] = "stored by a later cell"  # names of sizes, not in the parameters cell
-    cell["ENCODER_DTYP"] = (
-        "fp16"  # a later cell's name close to an unset parameter's: only a first set-up refuses
-    )
+    # a later cell's name close to an unset parameter's: only a first set-up refuses it
+    cell["ENCODER_DTYP"] = "fp16"
     again = environment.chapter("03", cell, measure_peaks=False)  # the set-up cell run again
     assert again.sizes == ch.sizes, "a second set-up reads only what the first one read"
 
@@ -164,11 +163,8 @@ def test_chapter_reads_the_parameters_cell_and_fills_in_its_nones(monkeypatch):
 
 def test_a_misspelt_name_is_not_refused_once_the_right_one_is_set(monkeypatch):
     monkeypatch.delenv("WORKBOOK_PROFILE", raising=False)
-    fixed = {
-        "PROFILE": "cpu",
-        "MODLE": "llama-1.1b-tiny",
-        "MODEL": "llama-1.1b-tiny",
-    }  # renamed, MODLE still there
+    # renamed to MODEL, MODLE still in the namespace
+    fixed = {"PROFILE": "cpu", "MODLE": "llama-1.1b-tiny", "MODEL": "llama-1.1b-tiny"}
     assert environment.chapter("05", fixed, measure_peaks=False).model == "llama-1.1b-tiny"
     with pytest.raises(
         WorkbookError, match=r"MODLE = 'llama-1.1b-tiny', PROMTS = \[64\] .*reads MODEL, PROMPTS"
