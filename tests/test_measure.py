@@ -8,7 +8,7 @@ import torch
 from helpers import measure, results
 from helpers.errors import WorkbookError
 from helpers.machine import hardware
-from helpers.measure import ceilings, sweeps, timing, workload
+from helpers.measure import ceilings, protocol, sweeps, timing, workload
 
 ONCE = measure.Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
@@ -283,3 +283,33 @@ def test_a_long_sweep_reports_minutes(monkeypatch):
     monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))
     progress = sweeps.Progress(3, show=False)
     assert progress.step("ok") == "1 of 3 points, 3 min 20 s elapsed, about 6 min 40 s left (1 ok)"
+
+
+def test_a_sweep_with_a_budget_gives_each_point_its_share_of_what_is_left():
+    left = []
+
+    def point(p):
+        left.append(protocol._DEADLINE.get() - time.perf_counter())  # what the protocol inside would see
+        time.sleep(0.05 if p["i"] == 0 else 0.0)  # the first point overruns: the later ones get less
+        return {"y": 1}
+
+    df = sweeps.run([{"i": i} for i in range(3)], point, show_progress=False, budget_s=0.06)
+    assert df.time_share_s.iloc[0] == pytest.approx(0.02, abs=0.005) and left[0] <= df.time_share_s.iloc[0]
+    assert df.time_share_s.iloc[1] < 0.01, "the overrun is taken from the points left"
+    assert df.time_share_s.iloc[2] == pytest.approx(2 * df.time_share_s.iloc[1], abs=0.003), (
+        "a quick point's rest"
+    )
+    assert min(df.time_share_s) >= 0
+    with pytest.raises(WorkbookError, match="positive number of seconds"):
+        sweeps.run([{"i": 0}], point, budget_s=0)
+    plain = sweeps.run([{"i": 1}], lambda p: {"y": 1}, show_progress=False)
+    assert "time_share_s" not in plain and protocol._DEADLINE.get() is None
+
+
+def test_progress_names_the_sweeps_budget(monkeypatch):
+    clock = iter([0.0, 10.0, 20.0])
+    monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))
+    progress = sweeps.Progress(2, show=False, budget_s=90)
+    assert (
+        progress.step("ok") == "1 of 2 points, 10 s elapsed of its 1 min 30 s budget, about 10 s left (1 ok)"
+    )

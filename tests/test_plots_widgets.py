@@ -5,6 +5,7 @@ import torch
 
 from helpers.errors import WorkbookError
 from helpers.measure import sweeps
+from helpers.results import prose
 from helpers.show import charts, live, panels
 
 
@@ -281,3 +282,25 @@ def test_facet_bars_write_only_what_did_not_run():
         if t.name == "nf4"
     )
     assert list(labelled.text) == ["80", "OOM"] and list(labelled.marker.opacity) == [1.0, 0.25]
+
+
+def test_a_point_that_stopped_on_its_share_says_so_on_hover():
+    rows = [
+        {
+            "batch_size": b,
+            "decode_tok_s": 10.0 * b,
+            "attention": "sdpa",
+            "n": 6,
+            "stopped_by": s,
+            "ci_reached": r,
+        }
+        for b, s, r in ((1, "ci", True), (4, "share", False))
+    ]
+    plot = live.LivePlot("batch_size", "decode_tok_s", "attention")
+    plot.extend(rows)
+    (line,) = plot.figure().data
+    assert line.hovertext[0] == "sdpa<br>6 samples; the interval reached its target"
+    assert line.hovertext[1] == (
+        "sdpa<br>6 samples; stopped on its share of the chapter's time (interval not reached)"
+    )
+    assert prose.how_measured({"status": "OOM"}) == ""

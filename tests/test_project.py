@@ -116,6 +116,15 @@ def test_readme_reproduction_table_is_generated_from_results():
     )
 
 
+def test_readme_time_table_is_generated_from_results():
+    block, out = _readme_block_and_tool_output("times", "time_table.py")
+    assert block == out, "Fix: python tools/time_table.py --write"
+    sys.path.insert(0, str(ROOT / "tools"))
+    import time_table
+
+    assert block.count("\n| `") == len(time_table.latest()), "one row per card and chapter timed"
+
+
 def test_readme_headline_is_generated_from_results():
     block, out = _readme_block_and_tool_output("headline", "headline.py")
     assert block == out, "regenerate the README table: python tools/headline.py"

@@ -339,3 +339,64 @@ def test_with_interval_gives_a_quick_protocol_the_rounds_an_interval_needs():
     assert protocol.Protocol(min_reps=8, max_reps=20).with_interval() == protocol.Protocol(
         min_reps=8, max_reps=20
     )
+
+
+def test_reproduce_stopped_half_way_keeps_its_rows(monkeypatch, tmp_path):
+    """A reproduction interrupted after its forward figures (a faked Ctrl-C, as SIGTERM becomes) saves them."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reproduce
+
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "decode_figures", interrupted)
+    path = reproduce.main(["--profile", "cpu"])
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    assert len(df) == 7 and df.figure.str.startswith("forward").sum() == 5  # 5 paths + 2 prefill lengths
+    meta = results.meta(path.stem)
+    assert meta["stopped"].startswith("stopped after") and "7 figures" in meta["stopped"]
+
+
+def test_reproduce_appends_each_figure_as_it_is_measured(monkeypatch, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reproduce
+
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
+    seen = []
+
+    def after_forward(plan, weights, modes, stored_card, same_card, keep):
+        name = f"reproduce_{reproduce.dt.date.today().isoformat()}"
+        seen.append(
+            len(open(results.path_for(name)).read().splitlines()) - 1
+        )  # rows on disk, less the header
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "decode_figures", after_forward)
+    reproduce.main(["--profile", "cpu"])
+    assert seen == [7]
+
+
+def test_a_point_stops_on_its_share_of_a_sweep_after_its_minimum_rounds():
+    rng, durations = random.Random(1), []
+
+    def noisy():
+        time.sleep(0.002)
+        durations.append(rng.lognormvariate(0, 1.0))
+
+    p = Protocol(warmup=0, min_reps=6, max_reps=100_000, budget_s=60.0)
+    t0 = time.perf_counter()
+    with protocol.time_share(0.2):
+        s = protocol.time_one(noisy, p, timer=fake_timer(durations), busy=None)
+    assert s.stopped_by == "share" and not s.ci_reached and time.perf_counter() - t0 < 2
+    with protocol.time_share(0.0):  # a spent share: still the minimum rounds, never fewer
+        spent = protocol.time_one(noisy, p, timer=fake_timer(durations), busy=None)
+    assert spent.stopped_by == "share" and len(spent.samples_ms) == 6
+    outside = protocol.time_one(
+        noisy, Protocol(warmup=0, min_reps=6, max_reps=8), timer=fake_timer(durations)
+    )
+    assert outside.stopped_by == "max_reps", "no share outside the block"
+    assert set(protocol.STOPS) == {"ci", "budget", "share", "max_reps"}

@@ -318,3 +318,21 @@ def test_a_4bit_model_still_trains_after_an_inference_pass():
         loaded.model(ids)
     assert all(m.weight.quant_state.packing_format_for_cpu for m in layers)
     assert (input_gradient() - before).norm() > 0.1 * before.norm()
+
+
+def test_choose_takes_the_nearest_measured_pair_when_a_grid_skips_some():
+    """05's grid measures (short prompt, batch 1) and (long prompt, large batch) only: a question about
+    (short prompt, large batch) is answered from the pair at or above it, never from a missing one."""
+    grid = pd.DataFrame(
+        [
+            {"weights": w, "attention": "sdpa", "prompt_len": p, "batch_size": b, "status": "ok"}
+            | {"prefill_ms": 10.0 * p / 512, "decode_ms_per_token": 20.0, "peak_alloc_gib": g * b}
+            for w, g in (("bf16", 1.0), ("nf4", 0.3))
+            for p, b in ((512, 1), (2048, 16))
+        ]
+    )
+    best, why, ranked = recommend.choose(grid, budget_gib=100, prompt_len=512, new_tokens=16, batch_size=16)
+    assert best is not None and "prompt 2048, batch 16" in why, why
+    assert set(ranked.batch_size) == {16}
+    best, why, _ = recommend.choose(grid, budget_gib=100, prompt_len=256, new_tokens=16, batch_size=1)
+    assert "prompt 512, batch 1" in why, why

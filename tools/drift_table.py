@@ -13,13 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import readme_blocks
+
 from helpers import results
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-README = ROOT / "README.md"
-START, END = "<!-- reproduce:start -->\n", "<!-- reproduce:end -->"
 
 
 def runs() -> list[tuple[str, str]]:
@@ -41,7 +39,8 @@ def run_table(card: str, name: str) -> str:
         f"**{meta['card']['name']}**, {meta['saved'][:10]} ({host.get('cpu_model', 'host not recorded')}, "
         f"{host.get('cpu_cores', '?')} cores, driver {host.get('driver_version', '?')}; torch "
         f"{versions.get('torch', '?')}, transformers {versions.get('transformers', '?')}), compared with the "
-        f"stored run of `{meta['stored_card']}`, {meta['wall_s'] / 60:.1f} minutes: `results/{card}/{name}.csv`",
+        f"stored run of `{meta['stored_card']}`, {meta['wall_s'] / 60:.1f} minutes: `results/{card}/{name}.csv`"
+        + (f"; **{meta['stopped']}**: the figures it had measured" if meta.get("stopped") else ""),
         "",
         "| figure | stored | new (95% interval) | drift | GPU busy | verdict |",
         "|---|---|---|---|---|---|",
@@ -60,14 +59,7 @@ def render() -> str:
     return "\n\n".join(tables) + "\n" if tables else "No reproduction has been run yet.\n"
 
 
-def write() -> None:
-    text = README.read_text()
-    head, rest = text.split(START)
-    _, tail = rest.split(END)
-    README.write_text(head + START + render() + END + tail)
-
-
 if __name__ == "__main__":
     if "--write" in sys.argv[1:]:
-        write()
+        readme_blocks.replace("reproduce", render())
     print(render(), end="")

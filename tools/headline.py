@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import readme_blocks
 import readme_figures
 
 from helpers import results
@@ -317,22 +318,13 @@ def headline(card: str = DEFAULT_CARD) -> str:
     )
 
 
-def write_readme(text: str) -> None:
-    """Replace what stands between the README's headline markers with ``text``."""
-    readme = ROOT / "README.md"
-    start, end = "<!-- headline:start -->\n", "<!-- headline:end -->"
-    old = readme.read_text()
-    head, rest = old.split(start, 1)
-    readme.write_text(head + start + text + "\n" + end + rest.split(end, 1)[1])
-
-
 if __name__ == "__main__":
     args = sys.argv[1:]
     write = "--write" in args
     card = [a for a in args if a != "--write"][:1]
     text = headline(*card)
     if write:
-        write_readme(text)
+        readme_blocks.replace("headline", text + "\n")
         readme_figures.write(*card)
     else:
         print(text)

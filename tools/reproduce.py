@@ -17,17 +17,26 @@ inside the stored spread, the GPU's busy share and ``host_bound``, and a verdict
 card, within 5%), ``drifted``, ``host-bound: spread only`` (the host paces it: not compared), ``other card: not
 judged``, ``no stored value`` (another model or size) or ``not run: ...`` (unsupported here, or an error).
 
-About six minutes on an H100 or H200 once the random-weight checkpoint is built (decode: 32 new tokens after a
-128-token prompt; the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its
-weight reads, so the per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled
-loop is left out there: compiling it takes longer than the rest together).
+Each figure is appended to the CSV as soon as it is measured; a run stopped half-way (Ctrl-C, SIGTERM from a time
+limit) saves the figures it has, with ``stopped`` in its metadata. The model's checkpoint is built first if the
+cache lacks it (``tools/prepare.py``), and that one-time cost is reported apart (``one_time_s``).
+
+Time on an H200 (2026-12-03, torch 2.11): with a 25 s budget per group of figures the run was stopped at 414 s
+(its limit), after 12 of 15 figures, inside the int8 group, once dynamo had reported reaching its recompile limit
+in bitsandbytes' matmul (that loop now ends there as a ``not run`` row: ``GreedyLoop``); the groups now get 10 s
+each, aimed at under five minutes, which a run has yet to confirm. Decode: 32 new tokens after a 128-token prompt
+(the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its weight reads, so the
+per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled loop is left out
+there: compiling it takes longer than the rest together).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,7 +94,7 @@ def plan_for(prof: profiles.Profile, new_tokens: int | None = None) -> Plan:
         new_tokens or 32,
         {"bf16": ["dynamic", "static", "compiled-loop"], "nf4": ["dynamic", "compiled-loop"]}
         | {"int8": ["dynamic", "compiled-loop"]},
-        Protocol(warmup=2, min_reps=6, max_reps=40, budget_s=25.0),
+        Protocol(warmup=2, min_reps=6, max_reps=40, budget_s=10.0),
     )
 
 
@@ -185,11 +194,10 @@ def _alone(loaded, attention, plan) -> dict:
         return _failed(e)
 
 
-def forward_figures(env, plan, stored_card, same_card) -> list[dict]:
+def forward_figures(env, plan, stored_card, same_card, keep: Callable[[dict], None]) -> None:
     loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa")
     fwd, _ = _stored("helpers_exercise_forward", stored_card)
     pre, pre_meta = _stored("07_prefill", stored_card)
-    out = []
     try:
         runs = [a for a in ATTENTIONS if env.runs(attention=a)]
         try:
@@ -203,7 +211,7 @@ def forward_figures(env, plan, stored_card, same_card) -> list[dict]:
             ci = (row.get("latency_ci_low_ms"), row.get("latency_ci_high_ms"))
             name = f"forward {a}, batch 1 x {plan.seq_len}"
             stored = stored_forward(fwd, plan.model, a, plan.seq_len)
-            out.append(figure(name, "helpers_exercise_forward", "latency_ms", row, stored, ci, same_card))
+            keep(figure(name, "helpers_exercise_forward", "latency_ms", row, stored, ci, same_card))
         attention = pre_meta.get("attention", "sdpa")
         try:  # the stored run's path, where it runs in this plan's dtype (flash has no float32 kernel)
             loaded.switch_attention(attention if env.runs(attention=attention) else "sdpa")
@@ -220,15 +228,12 @@ def forward_figures(env, plan, stored_card, same_card) -> list[dict]:
             except Exception as e:  # noqa: BLE001 - one failed length is a row, the run goes on
                 row, ci = _failed(e), (None, None)
             name = f"prefill TFLOP/s, {attention}, {n} tokens"
-            out.append(
-                figure(name, "07_prefill", "tflops", row, stored_prefill(pre, plan.model, n), ci, same_card)
-            )
+            keep(figure(name, "07_prefill", "tflops", row, stored_prefill(pre, plan.model, n), ci, same_card))
     finally:
         models.unload(loaded)
-    return out
 
 
-def decode_figures(plan, weights, modes, stored_card, same_card) -> list[dict]:
+def decode_figures(plan, weights, modes, stored_card, same_card, keep: Callable[[dict], None]) -> None:
     dec, _ = _stored("07_decode", stored_card)
     quant = None if weights == "bf16" else weights
     try:
@@ -240,14 +245,17 @@ def decode_figures(plan, weights, modes, stored_card, same_card) -> list[dict]:
             models.unload(loaded)
     except Exception as e:  # noqa: BLE001 - a format that fails here is a row per mode, the run goes on
         rows = {m: _failed(e) for m in modes}
-    out = []
     for m in modes:
         row = rows[m]
         ci = (row.get("decode_tok_s_ci_low"), row.get("decode_tok_s_ci_high"))
         name = f"decode tok/s, {weights} {m}, batch 1, prompt {plan.prompt}"
         stored = stored_decode(dec, plan.model, weights, m)
-        out.append(figure(name, "07_decode", "decode_tok_s", row, stored, ci, same_card))
-    return out
+        keep(figure(name, "07_decode", "decode_tok_s", row, stored, ci, same_card))
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (a time limit) as Ctrl-C: the figures measured so far are saved, with ``stopped`` in the metadata."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -267,10 +275,34 @@ def main(argv: list[str] | None = None) -> Path:
     print(
         f"reproduce: {env.device.name}, profile {prof.name}, model {plan.model}, compared with {args.stored_card}"
     )
-    checkpoints.build(plan.model)
-    rows = forward_figures(env, plan, args.stored_card, same_card)
-    for weights, modes in plan.formats.items():
-        rows += decode_figures(plan, weights, modes, args.stored_card, same_card)
+    name = f"reproduce_{dt.date.today().isoformat()}"
+    partial = results.path_for(name)  # each row appended as it is measured: a stopped run keeps them
+    partial.unlink(missing_ok=True)
+    rows: list[dict] = []
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        results.append_row(partial, row)
+
+    stopped, one_time = "", 0.0
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        start = time.time()
+        checkpoints.build(plan.model)
+        one_time = sum(e["seconds"] for e in checkpoints.one_time_since(start))
+        if one_time:
+            print(f"reproduce: built {plan.model} once in {one_time:.0f} s (not part of the run's time)")
+        forward_figures(env, plan, args.stored_card, same_card, keep)
+        for weights, modes in plan.formats.items():
+            decode_figures(plan, weights, modes, args.stored_card, same_card, keep)
+    except KeyboardInterrupt:
+        stopped = f"stopped after {time.perf_counter() - t0:.0f} s, {len(rows)} figures measured"
+        print(f"reproduce: {stopped}; the rows so far are kept")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not rows:
+        print("reproduce: stopped before the first figure; nothing to save")
+        return partial
     df = pd.DataFrame(rows)
     meta = {
         "profile": prof.name,
@@ -282,11 +314,14 @@ def main(argv: list[str] | None = None) -> Path:
         "tolerance": TOLERANCE,
         "notes": plan.notes,
         "wall_s": time.perf_counter() - t0,
+        "one_time_s": one_time,
+        "stopped": stopped,
     }
-    path = results.save(df, f"reproduce_{dt.date.today().isoformat()}", meta=meta)
+    path = results.save(df, name, meta=meta)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 48):
         print(df[["figure", "stored", "new", "new_ci_low", "new_ci_high", "drift", "busy_share", "verdict"]])
-    print(f"reproduce: {len(df)} figures in {time.perf_counter() - t0:.0f} s -> {path}")
+    done = stopped or f"{len(df)} figures in {time.perf_counter() - t0:.0f} s"
+    print(f"reproduce: {done} -> {path}")
     return path
 
 

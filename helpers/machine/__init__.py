@@ -7,13 +7,15 @@ library notices explained once.
 - ``flash4``: FlashAttention-4 (the flash-attn-4 package), found by running it; its compile time apart.
 - ``probes``: which attention paths and bitsandbytes modes run here, found by running them.
 - ``profiles``: sizes chosen from the hardware, one table per chapter.
+- ``budgets``: each chapter's time budget per profile and the share of it each sweep spends.
 """
 
-from . import flash4, hardware, notices, probes, profiles
+from . import budgets, flash4, hardware, notices, probes, profiles
 from .hardware import device, device_info, free_memory, sync
 from .profiles import Profile
 
 __all__ = [
+    "budgets",
     "flash4",
     "hardware",
     "notices",

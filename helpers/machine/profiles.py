@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from ..errors import WorkbookError
+from . import budgets
+from .budgets import CHAPTER_BUDGET_S
 from .hardware import device_info, gpu_memory_cap
 
 
@@ -88,6 +90,7 @@ _CPU_CHAPTERS = {
     "03": dict(
         measure_peaks=True,
         model="llama-2-7b-tiny",
+        new_tokens=8,  # the profile's own (the GPU profiles make 32 here: their decode points are the slowest)
         gen_batches=[1, 2],
         budget_fraction=0.65,
         encoder_dtype="fp32",
@@ -210,17 +213,29 @@ _GPU_CHAPTERS = {
         answer_tokens=32,
     ),
 }
+for _k, _v in {  # fewer points where the trend shows with fewer (large and small GPUs)
+    "01": dict(batch_sizes=[1, 4], pad_fractions=[0.0, 0.5]),
+    "03": dict(new_tokens=32),
+    "04": dict(new_tokens=32),
+    "07": dict(new_tokens=32, batches=[1, 16, 128], prefill_lens=[1024, 4096, 16384]),
+}.items():
+    _GPU_CHAPTERS[_k].update(_v)
 # A T4-sized card: ~1B models; T5-11B is left out of the Colab demo (its fp32 offload needs 42 GiB of host memory).
 _SMALL_CHAPTERS = {k: {**v} for k, v in _GPU_CHAPTERS.items()}
 for _k, _v in {
     "01": dict(models=["llama-1.1b", "opt-350m"]),
     "03": dict(model="llama-1.1b"),
     "04": dict(model="llama-1.1b", colab_models=["bloom-3b"]),
-    "05": dict(model="llama-1.1b"),
+    # llama-1.1b has 2048 positions: the long prompt and its 16 new tokens stay within them
+    "05": dict(model="llama-1.1b", prompts=[512, 2032]),
     "06": dict(model="llama-1.1b"),
-    "07": dict(model="llama-1.1b", prefill_lens=[1024, 2048, 4096, 8192]),
+    "07": dict(model="llama-1.1b", prefill_lens=[1024, 4096, 8192]),
 }.items():
     _SMALL_CHAPTERS[_k].update(_v)
+for _name, _table in (("cpu", _CPU_CHAPTERS), ("small-gpu", _SMALL_CHAPTERS), ("large-gpu", _GPU_CHAPTERS)):
+    for _k, _sizes in _table.items():
+        _sizes["time_budget_s"] = CHAPTER_BUDGET_S[_name]
+        _sizes["sweep_seconds"] = budgets.sweep_seconds(_name, _k)
 
 
 PROFILES: dict[str, Profile] = {

@@ -14,6 +14,7 @@ generation's row); ``techniques.decoding`` times its decode modes through ``deco
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -172,7 +173,8 @@ def generate(
     """Greedy ``generate`` of exactly ``new_tokens`` tokens (``min_new_tokens == max_new_tokens``), timed per token by
     ``protocol`` (``None``: the default ``Protocol()``): one row with
     ``prefill_ms`` (time to first token), ``decode_step_ms`` and ``decode_tok_s`` with their intervals, ``n`` (decode
-    samples: ``runs * (new_tokens - 1)``), ``ci_reached``, ``busy_share`` and ``host_bound``."""
+    samples: ``runs * (new_tokens - 1)``), ``ci_reached``, ``busy_share`` and ``host_bound``. The first call, which
+    checks the token count, is one of the protocol's warm-up rounds."""
     if new_tokens < 2:
         raise WorkbookError(f"new_tokens={new_tokens}: no decode step to measure.", "Use new_tokens >= 2.")
     batch = make_batch(loaded, batch_size, prompt_len, pad_fraction)
@@ -181,6 +183,8 @@ def generate(
         out = run()
     made = out.shape[1] - (1 if loaded.model.config.is_encoder_decoder else prompt_len)
     assert made == new_tokens, f"generate made {made} tokens, not {new_tokens}"
+    p = protocol or Protocol()  # the check above was a whole generation: it counts as the first warm-up round
+    protocol = dataclasses.replace(p, warmup=max(p.warmup - 1, 0))
     rows = decode_rows(
         loaded,
         {"generate": run},

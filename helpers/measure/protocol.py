@@ -8,8 +8,8 @@ as ``protocol=``; ``tools/reproduce.py`` measures every headline figure by it.
   every round. Drift (clocks, heat, a neighbour's load) then hits every variant alike instead of the last ones.
 - Stopping rule: after ``min_reps`` rounds, stop as soon as every variant's confidence interval of the median lies
   within ``target_ci`` (±2%) of its median; else when ``budget_s`` of timed wall time is spent (never before
-  ``min_reps`` rounds) or after ``max_reps`` rounds. ``stopped_by`` (``ci``, ``budget``, ``max_reps``) and
-  ``ci_reached`` say which.
+  ``min_reps`` rounds), when the point's share of a sweep's time is spent (``share``, see ``time_share``) or after
+  ``max_reps`` rounds. ``stopped_by`` (``ci``, ``budget``, ``share``, ``max_reps``) and ``ci_reached`` say which.
 - The interval is distribution-free (``median_ci``): latencies are skewed, with a long right tail, so no normal
   approximation. It needs at least 6 samples at 95%; with fewer it is the sample range and never "reached".
 - Ratios (speed-up, memory saving): a median over a median, with a percentile-bootstrap interval
@@ -23,6 +23,7 @@ as ``protocol=``; ``tools/reproduce.py`` measures every headline figure by it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import statistics
@@ -168,6 +169,21 @@ class Call:
 
 Timer = Callable[[Callable[[], object]], Callable[[], float]]
 
+STOPS = ("ci", "budget", "share", "max_reps")  # every value ``stopped_by`` takes
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextlib.contextmanager
+def time_share(seconds: float | None):
+    """Inside, every measurement stops its timed rounds once ``seconds`` (from now) are spent, never before
+    ``min_reps`` rounds, and says ``stopped_by="share"``: how a sweep gives each point its share of a chapter's
+    time budget (``sweeps.run(budget_s=...)``). ``None``: no share, the protocol's own budget only."""
+    token = _DEADLINE.set(None if seconds is None else time.perf_counter() + max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
 
 def device_timer(dev: torch.device) -> Timer:
     """``timer(fn)`` runs ``fn`` and returns a reader of its time in ms, valid after the round's sync."""
@@ -224,7 +240,7 @@ def time_interleaved(
             call(v, timed=False)
     sync(dev)
     out = {k: Samples([], p.warmup, target_ci=p.target_ci, confidence=p.confidence) for k in vs}
-    names, t0, rounds = list(vs), time.perf_counter(), 0
+    names, t0, rounds, deadline = list(vs), time.perf_counter(), 0, _DEADLINE.get()
     while True:
         order = names[rounds % len(names) :] + names[: rounds % len(names)]
         pending = [(k, call(vs[k], timed=True)) for k in order]
@@ -237,6 +253,8 @@ def time_interleaved(
             stop = "ci"
         elif elapsed >= p.budget_s and rounds >= p.min_reps:
             stop = "budget"
+        elif deadline is not None and time.perf_counter() >= deadline and rounds >= p.min_reps:
+            stop = "share"
         elif rounds >= p.max_reps:
             stop = "max_reps"
         else:

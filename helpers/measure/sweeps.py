@@ -1,7 +1,9 @@
 """OOM-safe sweeps (``sweeps.run``): measure many points, keep every row, never lose what was measured (every chapter).
 
 A failure becomes a row with its ``status`` (``OOM``, ``unsupported``, ``error``), rows can be appended to a
-CSV as they come, and the sweep reports how far it is ("k of N, elapsed, time left") as it goes.
+CSV as they come, and the sweep reports how far it is ("k of N, elapsed, time left") as it goes. With ``budget_s``
+(a chapter's time budget spent where it teaches: ``Profile.chapters[NN]["sweep_s"]``) each point gets an equal share
+of what is left; a measurement that reaches its share stops after its minimum rounds and says ``stopped_by="share"``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from IPython.display import Pretty, display
 from .. import results
 from ..errors import WorkbookError
 from ..machine.hardware import free_memory
+from .protocol import time_share
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 NO_KERNEL_MARKERS = ("no available kernel", "no viable backend")
@@ -125,6 +128,7 @@ def run(
     on_row: Callable[[dict], None] | None = None,
     save_to=None,
     show_progress: bool = True,
+    budget_s: float | None = None,
 ) -> pd.DataFrame:
     """Measure each point; a failure becomes a row, never the end of the sweep.
 
@@ -134,14 +138,21 @@ def run(
     Rows are appended to ``rows`` (pass your own list to keep them even if you interrupt the
     kernel), handed to ``on_row`` (e.g. a live plot) and, with ``save_to``, appended to that CSV
     as they come. ``show_progress``: one line under the cell, "k of N, elapsed, time left", kept when done.
+    ``budget_s``: the sweep's seconds; each point's share (``time_share_s`` in its row) is what is left over the
+    points left, so a point that overran takes from the later ones, never below their minimum rounds.
     """
     rows = [] if rows is None else rows
     points = list(points)
-    progress = Progress(len(points), show=show_progress)
-    for point in points:
+    if budget_s is not None and not budget_s > 0:
+        raise WorkbookError(
+            f"budget_s={budget_s!r}.", "Give the sweep a positive number of seconds, or None."
+        )
+    progress = Progress(len(points), show=show_progress, budget_s=budget_s)
+    for i, point in enumerate(points):
         t0 = time.perf_counter()
+        share = None if budget_s is None else max(0.0, budget_s - progress.elapsed()) / (len(points) - i)
         try:
-            with _kernel_reasons() as reasons:
+            with _kernel_reasons() as reasons, time_share(share):
                 row = {**point, **measure_one(dict(point)), "status": "ok", "error": ""}
         except WorkbookError as e:
             row = {**point, "status": "unsupported", "error": str(e)}
@@ -165,6 +176,8 @@ def run(
             del e
             free_memory()
         row["wall_s"] = time.perf_counter() - t0
+        if share is not None:
+            row["time_share_s"] = share
         rows.append(row)
         progress.step(row["status"])
         if save_to is not None:
@@ -188,8 +201,8 @@ class Progress:
     elsewhere ``text()`` gives it (a control panel shows it in its status line).
     """
 
-    def __init__(self, total: int, show: bool = True):
-        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+    def __init__(self, total: int, show: bool = True, budget_s: float | None = None):
+        self.total, self.done, self.t0, self.budget_s = total, 0, time.perf_counter(), budget_s
         self.statuses: dict[str, int] = {}
         self.handle = None
         if show and total:
@@ -204,14 +217,18 @@ class Progress:
             self.handle.update(Pretty(line))
         return line
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
     def text(self) -> str:
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.elapsed()
         counts = ", ".join(f"{n} {k}" for k, n in self.statuses.items())
+        budget = "" if self.budget_s is None else f" of its {_duration(self.budget_s)} budget"
         if self.done >= self.total:
-            return f"done: {self.total} of {self.total} points in {_duration(elapsed)} ({counts})"
+            return f"done: {self.total} of {self.total} points in {_duration(elapsed)}{budget} ({counts})"
         left = (
             f", about {_duration(elapsed / self.done * (self.total - self.done))} left" if self.done else ""
         )
-        return f"{self.done} of {self.total} points, {_duration(elapsed)} elapsed{left}" + (
+        return f"{self.done} of {self.total} points, {_duration(elapsed)} elapsed{budget}{left}" + (
             f" ({counts})" if counts else ""
         )

@@ -42,6 +42,29 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+# --------------------------------------------------------------------------- one-time costs
+
+LEDGER = "one_time.jsonl"
+
+
+def note_one_time(what: str, seconds: float) -> None:
+    """Append a one-time cost (a checkpoint built, the GGUF converted) to the cache's ledger, so a chapter's time
+    can be given without it (``tools/run_notebooks.py`` subtracts what was built while a notebook ran)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    entry = {"what": what, "seconds": round(float(seconds), 2), "finished": time.time()}
+    with (cache_dir() / LEDGER).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def one_time_since(start: float, until: float | None = None) -> list[dict]:
+    """The ledger's entries that finished between ``start`` and ``until`` (``time.time()`` seconds)."""
+    path = cache_dir() / LEDGER
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if start <= e["finished"] <= (until or float("inf"))]
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 
@@ -77,14 +100,20 @@ def build(name: str, force: bool = False, seed: int = 0) -> Path:
     """Build catalog model ``name`` with random weights and save it once; return its folder.
 
     Weights are drawn by the architecture's own initializer (as before training) in bf16, on the
-    GPU when there is one (seconds for 7B) and saved as safetensors with the tokenizer.
+    GPU when there is one (seconds for 7B) and saved as safetensors with the tokenizer. A build (or the trained
+    model's conversion) is a one-time cost: its seconds go to the cache's ledger (``note_one_time``).
     """
     entry = catalog.entry(name)
     if entry.kind == "encoder":
         raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
-    if entry.kind == "trained-decoder":  # real weights, converted once from the file a package ships
-        return trained.convert(cache_dir() / name, MARKER, force=force)
     folder = cache_dir() / name
+    if entry.kind == "trained-decoder":  # real weights, converted once from the file a package ships
+        marker = folder / MARKER
+        before = marker.stat().st_mtime_ns if marker.exists() else None
+        trained.convert(folder, MARKER, force=force)
+        if marker.exists() and marker.stat().st_mtime_ns != before:
+            note_one_time(f"convert {name}", json.loads(marker.read_text()).get("build_s", 0.0))
+        return folder
     if (folder / MARKER).exists() and not force:
         return folder
     cfg = entry.make_config()
@@ -116,6 +145,7 @@ def build(name: str, force: bool = False, seed: int = 0) -> Path:
             indent=1,
         )
     )
+    note_one_time(f"build {name}", time.perf_counter() - t0)
     return folder
 
 

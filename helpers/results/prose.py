@@ -3,6 +3,7 @@
 A chapter's markdown explains; wherever a sentence names a measured number (ms, tok/s, GiB, %, x, ...), a code
 cell writes it with ``prose.say(...)`` from the table it comes from. ``tests/test_project.py`` fails when a
 markdown cell states a measured figure (see ``FIGURE`` and ``allowed``), so the rule holds in every chapter.
+``how_measured(row)`` says in words how a measurement ended (a plot's hover text).
 """
 
 from __future__ import annotations
@@ -58,3 +59,27 @@ def say(text: str) -> Said:
 def times(ratio: float) -> str:
     """A ratio as prose: ``3.5x``; below 10 with one decimal, above without."""
     return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
+STOP_WORDS = {
+    "ci": "the interval reached its target",
+    "budget": "stopped on the protocol's time budget",
+    "share": "stopped on its share of the chapter's time",
+    "max_reps": "stopped at the most repetitions",
+}
+
+
+def how_measured(row: dict) -> str:
+    """How a point's measuring ended, for its hover text: ``"6 samples; stopped on its share of the chapter's time
+    (interval not reached)"``; "" for a row that was not measured by the protocol."""
+    stop = row.get("stopped_by")
+    if not stop or not isinstance(stop, str):
+        return ""
+    reached = row.get("ci_reached")
+    tail = (
+        ""
+        if stop == "ci" or reached is None
+        else (" (interval reached)" if reached else " (interval not reached)")
+    )
+    reps = f"{row['n']} samples; " if row.get("n") else ""
+    return f"{reps}{STOP_WORDS.get(stop, stop)}{tail}"

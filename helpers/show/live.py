@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from IPython.display import display
 from plotly.subplots import make_subplots
 
+from ..results.prose import how_measured
 from .charts import finite, log_ticks, tick_text
 
 
@@ -176,9 +177,14 @@ class LivePlot:
                     y=[r[self.y] for r in pts],
                     mode="lines+markers+text" if labelled else "lines+markers",
                     text=shares if labelled else None,
-                    hovertext=[f"{label}: {s} of the speed of light" for s in shares]
-                    if any(fractions)
-                    else None,
+                    hovertext=[
+                        "<br>".join(
+                            filter(
+                                None, [f"{label}: {s} of the speed of light" if s else label, how_measured(r)]
+                            )
+                        )
+                        for s, r in zip(shares or [""] * len(pts), pts)
+                    ],
                     textposition="top center" if i % 2 == 0 else "bottom center",  # neighbours alternate
                     cliponaxis=False,
                     line_color=colors[label],

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -50,8 +51,12 @@ class GreedyLoop:
     ``self.layer_idx`` (seen with ``TORCH_LOGS=recompiles``: a 10-layer int8 model compiled that frame 10 times,
     every other frame at most 3 times, once per weight shape). Dynamo's default limit of 8 compilations per frame
     left the 24 later layers of a 32-layer model running that part eagerly; the loop raises the limit to the
-    number of layers plus 8 while it compiles and runs. ``batch``: a real prompt of that shape (a tokenizer's
-    output); ``None``: random token ids.
+    number of layers plus 8 while it compiles and runs. That limit is also a cap: on an H200 (torch 2.11) a 32-layer
+    int8 model recompiled bitsandbytes' matmul once per layer and weight shape ("tensor 'A' size mismatch at index
+    1. expected 4096, actual 11008") until it hit it, then ran that part uncompiled (the H100 run of 2026-11-26
+    measured that loop slower than int8's ``generate``); hitting the cap now ends the first call with a
+    ``WorkbookError`` (the row is ``unsupported``, with that reason) instead.
+    ``batch``: a real prompt of that shape (a tokenizer's output); ``None``: random token ids.
     """
 
     def __init__(
@@ -80,8 +85,10 @@ class GreedyLoop:
         stamp = stamp or (lambda: None)
         if forced is not None:  # tokens made anywhere follow the model to its device
             forced = forced.to(self.loaded.device)
-        limit = torch._dynamo.config.patch(recompile_limit=self.recompile_limit)
-        with torch.inference_mode(), self.loaded.context(), limit:
+        limit = torch._dynamo.config.patch(
+            recompile_limit=self.recompile_limit, fail_on_recompile_limit_hit=True
+        )
+        with torch.inference_mode(), self.loaded.context(), limit, _capped(self.recompile_limit):
             self.cache.reset()
             logits = self.model(**self.batch, past_key_values=self.cache, use_cache=True).logits
             stamp()
@@ -102,6 +109,21 @@ class GreedyLoop:
                 token = logits[:, -1:].argmax(-1)
                 out.append(token)
         return torch.cat(out, dim=1)
+
+
+@contextlib.contextmanager
+def _capped(limit: int):
+    """Dynamo's hard failure at the recompile limit, as the workbook's error (see ``GreedyLoop``)."""
+    try:
+        yield
+    except torch._dynamo.exc.FailOnRecompileLimitHit as e:
+        torch._dynamo.reset()
+        raise WorkbookError(
+            f"The compiled loop hit dynamo's recompile limit ({limit} compilations of one function: {e}); past it "
+            "dynamo would run that function uncompiled on every later call, so the loop is not what it claims.",
+            "Use mode 'dynamic' (or 'compiled' where it runs) for this format; bitsandbytes' int8 matmul is "
+            "recompiled per layer and weight shape.",
+        ) from e
 
 
 def _generated(loaded, loop: GreedyLoop, new_tokens: int, exactly: bool = True) -> torch.Tensor:
@@ -221,31 +243,45 @@ def decode_modes(
 ) -> list[dict]:
     """Several decode modes of one model, each timed per token inside its runs (``measure.generation``) and
     interleaved by ``protocol`` so drift hits them alike. One row per mode, with ``decode`` 's columns and the
-    protocol's."""
+    protocol's. Of several modes, one whose first call is refused (``WorkbookError``: the compiled loop's recompile
+    cap) is a row with ``status`` ``unsupported`` and its ``error``, and the others are measured; one mode alone
+    raises it."""
     plans = {m: _generate_kwargs(loaded, m) for m in modes}
     batch = make_batch(loaded, batch_size, prompt_len)
-    runs, firsts, checks = {}, {}, {}
+    runs, firsts, checks, refused = {}, {}, {}, {}
     try:
         for mode, (kwargs, _) in plans.items():
-            if mode == "compiled-loop":
-                loop = GreedyLoop(loaded, batch_size, prompt_len, new_tokens)
-                runs[mode] = lambda stamps=None, loop=loop: loop(new_tokens, stamp=stamps)
-            else:
-                runs[mode] = generation.generate_run(loaded, batch, new_tokens, **kwargs)
-            t0 = time.perf_counter()
-            with loaded.context():
-                tokens = runs[mode]()
-            sync(loaded.device)
-            firsts[mode] = time.perf_counter() - t0
-            if mode == "compiled-loop":
-                checks[mode] = _agreement(loaded, loop, tokens, prompt_len, new_tokens)
-        rows = generation.decode_rows(
-            loaded, runs, batch_size, prompt_len, new_tokens, protocol=protocol, sol=sol, busy=busy
+            try:
+                if mode == "compiled-loop":
+                    loop = GreedyLoop(loaded, batch_size, prompt_len, new_tokens)
+                    runs[mode] = lambda stamps=None, loop=loop: loop(new_tokens, stamp=stamps)
+                else:
+                    runs[mode] = generation.generate_run(loaded, batch, new_tokens, **kwargs)
+                t0 = time.perf_counter()
+                with loaded.context():
+                    tokens = runs[mode]()
+                sync(loaded.device)
+                firsts[mode] = time.perf_counter() - t0
+                if mode == "compiled-loop":
+                    checks[mode] = _agreement(loaded, loop, tokens, prompt_len, new_tokens)
+            except WorkbookError as e:
+                if len(plans) == 1:
+                    raise
+                refused[mode] = str(e)
+                runs.pop(mode, None)
+        rows = (
+            generation.decode_rows(
+                loaded, runs, batch_size, prompt_len, new_tokens, protocol=protocol, sol=sol, busy=busy
+            )
+            if runs
+            else {}
         )
     finally:
         _forget_compiled(loaded)
     return [
-        {
+        {"mode": m, "compiled_by": plans[m][1], "status": "unsupported", "error": refused[m]}
+        if m in refused
+        else {
             "mode": m,
             "compiled_by": plans[m][1],
             **rows[m],

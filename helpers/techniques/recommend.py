@@ -94,8 +94,8 @@ def choose(
 ) -> tuple[pd.Series | None, str, pd.DataFrame]:
     """The fastest measured combination for a workload that fits ``budget_gib``.
 
-    Uses the measured rows closest to the workload (the nearest measured prompt length and batch size, at
-    or above the ones asked for when there are such, so the memory figure is not optimistic), keeps those
+    Uses the measured rows closest to the workload (the nearest measured pair of prompt length and batch size,
+    at or above the ones asked for when there is such a pair, so the memory figure is not optimistic), keeps those
     whose peak memory fits the budget and ranks them by time per request. Returns (best row or None, the
     reason in words, the ranked candidates). ``memory``: the column compared with the budget (the GPU
     allocator's peak by default; a CPU has none, so there the weights' size is the honest stand-in).
@@ -107,11 +107,14 @@ def choose(
     ok = ok[ok[memory].notna()]
     if ok.empty:
         return None, "No measured combination ran.", ok
-    picks = {}
-    for col, want in (("prompt_len", prompt_len), ("batch_size", batch_size)):
-        values = sorted(ok[col].unique())
-        above = [v for v in values if v >= want]
-        picks[col] = above[0] if above else values[-1]
+
+    def distance(pair) -> tuple[int, float]:  # a workload below the one asked for would be optimistic
+        p, b = pair
+        below = int(p < prompt_len) + int(b < batch_size)
+        return below, abs(math.log(p / prompt_len)) + abs(math.log(b / batch_size))
+
+    measured = sorted(set(zip(ok.prompt_len, ok.batch_size)))  # a grid need not measure every pair
+    picks = dict(zip(("prompt_len", "batch_size"), min(measured, key=distance)))
     rows = ok[(ok.prompt_len == picks["prompt_len"]) & (ok.batch_size == picks["batch_size"])].copy()
     rows, left_out = _within_quality(rows, quality, max_ppl_increase_pct)
     if rows.empty:

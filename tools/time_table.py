@@ -1,0 +1,57 @@
+"""Print the README's table of chapter times from every ``results/<card>/run_all_<date>.csv`` in the repository.
+
+    python tools/time_table.py            print it
+    python tools/time_table.py --write    and replace it in README.md (between the times markers)
+
+For each chapter, its latest time on each card that has one (``tools/run_notebooks.py`` writes the tables): its
+own seconds (one-time builds apart), its status, the profile's budget and the date. tests/test_project.py checks
+that the README's block is this script's output, so no time in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import readme_blocks
+
+from helpers import results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def latest() -> pd.DataFrame:
+    """The latest row of every (card, notebook) among the shipped time tables."""
+    frames = []
+    for path in sorted((ROOT / "results").glob("*/run_all_*.csv")):
+        df, meta = results.stored(path.stem, card=path.parent.name)
+        frames.append(df.assign(card=meta["card"]["name"], date=path.stem[-10:]))
+    if not frames:
+        return pd.DataFrame()
+    every = pd.concat(frames, ignore_index=True)
+    every = every[every.notebook != "prepare"].sort_values("date")
+    return every.drop_duplicates(["card", "notebook"], keep="last").sort_values(["card", "notebook"])
+
+
+def render() -> str:
+    df = latest()
+    if df.empty:
+        return "No timed run of the notebooks is stored yet.\n"
+    lines = [
+        "| notebook | card | profile | its own time | status | budget | date |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in df.itertuples():
+        status = r.status + ("" if r.status == "ok" else " (not run to its end)")
+        lines.append(
+            f"| `{r.notebook}` | {r.card} | {r.profile} | {r.chapter_s:.0f} s | {status} | "
+            f"{r.time_budget_s:.0f} s | {r.date} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv[1:]:
+        readme_blocks.replace("times", render())
+    print(render(), end="")
