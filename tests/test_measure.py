@@ -290,16 +290,16 @@ def test_a_sweep_with_a_budget_gives_each_point_its_share_of_what_is_left():
 
     def point(p):
         left.append(protocol._DEADLINE.get() - time.perf_counter())  # what the protocol inside would see
-        time.sleep(0.05 if p["i"] == 0 else 0.0)  # the first point overruns: the later ones get less
+        time.sleep(0.2 if p["i"] == 0 else 0.0)  # the first point overruns its 0.1 s: the later ones get less
         return {"y": 1}
 
-    df = sweeps.run([{"i": i} for i in range(3)], point, show_progress=False, budget_s=0.06)
-    assert df.time_share_s.iloc[0] == pytest.approx(0.02, abs=0.005) and left[0] <= df.time_share_s.iloc[0]
-    assert df.time_share_s.iloc[1] < 0.01, "the overrun is taken from the points left"
-    assert df.time_share_s.iloc[2] == pytest.approx(2 * df.time_share_s.iloc[1], abs=0.003), (
-        "a quick point's rest"
+    df = sweeps.run([{"i": i} for i in range(3)], point, show_progress=False, budget_s=0.3)
+    shares = df.time_share_s.tolist()
+    assert shares[0] == pytest.approx(0.1, abs=0.01) and left[0] <= shares[0]
+    assert shares[1] <= 0.05, "the overrun is taken from the points left"
+    assert shares[2] == pytest.approx(2 * shares[1], abs=0.03) and min(shares) >= 0, (
+        "a quick point leaves its rest"
     )
-    assert min(df.time_share_s) >= 0
     with pytest.raises(WorkbookError, match="positive number of seconds"):
         sweeps.run([{"i": 0}], point, budget_s=0)
     plain = sweeps.run([{"i": 1}], lambda p: {"y": 1}, show_progress=False)

@@ -136,3 +136,39 @@ def test_sol_summary_picks_the_best_share_per_technique():
         and out.loc["prefill: sdpa", "ceiling"] == "arithmetic"
     )
     assert len(out) == 4
+
+
+def test_the_loops_recompile_cap_ends_in_a_clear_refusal_and_the_other_modes_still_run(tiny):
+    """At the cap dynamo raises (``fail_on_recompile_limit_hit``) instead of running the rest uncompiled; the
+    workbook's error says so, and of several modes only the refused one becomes an ``unsupported`` row."""
+    int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
+    loop = decoding.GreedyLoop(int8, 1, 8, 4)
+    loop.recompile_limit = 1  # int8's graph breaks compile a frame once per layer: the second passes this cap
+    torch._dynamo.reset()
+    try:
+        with pytest.raises(WorkbookError, match="recompile limit"):
+            loop(4)
+    finally:
+        torch._dynamo.reset()
+        models.unload(int8)
+
+    class Capped(decoding.GreedyLoop):
+        def __call__(self, *args, **kwargs):
+            raise WorkbookError("The compiled loop hit dynamo's recompile limit (1).", "Use mode 'dynamic'.")
+
+    original = decoding.GreedyLoop
+    decoding.GreedyLoop = Capped
+    try:
+        rows = decoding.decode_modes(
+            tiny, ["dynamic", "compiled-loop"], prompt_len=8, new_tokens=3, protocol=ONCE
+        )
+        with pytest.raises(WorkbookError, match="recompile limit"):
+            decoding.decode(tiny, "compiled-loop", prompt_len=8, new_tokens=3, protocol=ONCE)
+    finally:
+        decoding.GreedyLoop = original
+    by_mode = {r["mode"]: r for r in rows}
+    assert (
+        by_mode["compiled-loop"]["status"] == "unsupported"
+        and "recompile" in by_mode["compiled-loop"]["error"]
+    )
+    assert by_mode["dynamic"]["decode_tok_s"] > 0 and "status" not in by_mode["dynamic"]

@@ -42,7 +42,8 @@ def test_padded_and_packed_batches_hold_the_same_documents_differently(tok):
     pad_share = sum(int((b["attention_mask"] == 0).sum()) for b in padded) / sum(
         b["input_ids"].numel() for b in padded
     )
-    assert pad_share > 0.2, "real paragraphs differ in length, so padding wastes positions"
+    # the README's first paragraphs: their share moves with every edit (0.19-0.23 so far), never near 0
+    assert pad_share > 0.1, "real paragraphs differ in length, so padding wastes positions"
 
 
 def test_packed_documents_do_not_see_each_other(tok):
@@ -336,3 +337,5 @@ def test_choose_takes_the_nearest_measured_pair_when_a_grid_skips_some():
     assert set(ranked.batch_size) == {16}
     best, why, _ = recommend.choose(grid, budget_gib=100, prompt_len=256, new_tokens=16, batch_size=1)
     assert "prompt 512, batch 1" in why, why
+    _, why, _ = recommend.choose(grid, budget_gib=100, prompt_len=8192, new_tokens=16, batch_size=1)
+    assert "prompt 2048, batch 16" in why, "past every measured prompt: the longest, never the short one"

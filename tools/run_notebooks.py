@@ -90,14 +90,19 @@ def clear_outputs(nb) -> None:
             c.metadata.pop("execution", None)
 
 
-def mark_stop(nb, at: int, why: str, seconds: float) -> None:
-    """Insert a markdown cell before cell ``at``: the run stopped there, why and when; cells below did not run."""
+def mark_stop(nb, at: int, why: str, seconds: float, interrupted: bool) -> None:
+    """Insert a markdown cell before cell ``at``: the run stopped there, why and when, and what that leaves below."""
     import nbformat
 
     stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    below = (
+        "The next code cell was running when it stopped (its outputs are partial); the cells after it did not run"
+        if interrupted
+        else "The cells below did not run"
+    )
     text = (
         f"> **This run stopped here** ({why}, {seconds:.0f} s into the notebook, {stamp}). "
-        "The cells below did not run in it: their outputs are empty."
+        f"{below}: their outputs are empty."
     )
     mark = nbformat.v4.new_markdown_cell(text)
     mark.metadata[STOP_MARK] = True
@@ -120,6 +125,13 @@ def name_signals(**_) -> None:
 def _noted(sig, cleanup, args) -> None:
     SIGNALS.append(signal.Signals(sig).name)
     cleanup(*args)
+
+
+def _as_interrupt(signum, frame) -> None:
+    """Outside a notebook's run (building models, drawing PNGs): SIGTERM ends the run as Ctrl-C would, after the
+    time table so far is saved. nbclient resets SIGTERM after each notebook, so ``main`` sets this again."""
+    SIGNALS.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt
 
 
 def time_row(name: str, seconds: float, start: float, status: str, prof) -> dict:
@@ -163,11 +175,69 @@ def save_times(rows: list[dict], prof, started: str) -> Path | None:
     earlier = results.path_for(name)
     if earlier.exists():  # a run of other notebooks the same day: its rows stay, this run's replace theirs
         kept = pd.read_csv(earlier)
-        kept = kept[~kept.notebook.isin(table.notebook) & (kept.profile == prof.name)]
+        kept = kept[~(kept.notebook.isin(table.notebook) & (kept.profile == prof.name))]
         table = pd.concat([kept, table], ignore_index=True)
-        meta["chapters_s"] = round(table[table.notebook != "prepare"].chapter_s.sum(), 1)
-        meta["one_time_s"] = round(table.one_time_s.sum(), 1)
+        meta["chapters_s"] = round(float(table[table.notebook != "prepare"].chapter_s.sum()), 1)
+        meta["one_time_s"] = round(float(table.one_time_s.sum()), 1)
     return results.save(table, name, meta=meta)
+
+
+def run_one(path: Path, args, out_dir: Path, prof) -> tuple[str, dict]:
+    """Execute one notebook, cleared first and saved after every cell; a failed or stopped run gets its mark.
+    Returns its status (``ok``, ``FAILED``, ``stopped``) and its row of the time table."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    clear_outputs(nb)
+    target = out_dir / path.name
+    client = NotebookClient(
+        nb,
+        timeout=args.timeout,
+        kernel_name=args.kernel,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        record_timing=True,
+        allow_errors=args.allow_errors,
+        on_notebook_start=name_signals,
+    )
+    start, t0, done = time.time(), time.perf_counter(), []
+    client.on_cell_executed = lambda cell, cell_index, nb=nb, target=target, t0=t0, done=done, **_: progress(
+        nb, target, cell, cell_index, t0, done
+    )
+    status, stop = "ok", None
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        status = "FAILED"
+        stop = (done[-1] + 1 if done else 0, "the cell above failed")
+        print(str(e)[-3000:], file=sys.stderr)
+    except KeyboardInterrupt:  # before the kernel's handlers are in place, or after
+        status = "stopped"
+        stop = (done[-1] + 1 if done else 0, f"stopped by {SIGNALS[-1] if SIGNALS else 'SIGINT'}")
+    except Exception as e:  # noqa: BLE001 - a cell's time limit, a dead kernel: saved with its mark
+        status = "stopped" if SIGNALS else "FAILED"  # SIGTERM to the process group ends the kernel too
+        why = f"stopped by {SIGNALS[-1]}" if SIGNALS else f"{type(e).__name__}: {str(e)[:200]}"
+        stop = (done[-1] + 1 if done else 0, why)
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    errors = [
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and any(o.output_type == "error" for o in c.get("outputs", []))
+    ]
+    if errors and status == "ok":
+        status = "FAILED"
+    for c in errors:
+        err = next(o for o in c.outputs if o.output_type == "error")
+        print(
+            f"  error in cell {c.source.splitlines()[0][:70]!r}: {err.ename}: {err.evalue[:300]}",
+            file=sys.stderr,
+        )
+    seconds = time.perf_counter() - t0
+    if stop is not None and stop[0] < len(nb.cells):
+        mark_stop(nb, stop[0], stop[1], seconds, interrupted=status == "stopped")
+    nbformat.write(nb, target)
+    return status, time_row(path.stem, seconds, start, status, prof)
 
 
 def print_times(rows: list[dict], prof) -> None:
@@ -190,8 +260,6 @@ def print_times(rows: list[dict], prof) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
@@ -216,72 +284,42 @@ def main(argv: list[str] | None = None) -> int:
     chosen = select(args.notebooks)
     started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     failed, times = [], []
-    if not args.no_prepare:
-        import prepare
+    signal.signal(signal.SIGTERM, _as_interrupt)
+    try:
+        if not args.no_prepare:
+            import prepare
 
-        start, t0 = time.time(), time.perf_counter()
-        print(f"prepare: the models of {[p.name[:2] for p in chosen]} for profile {prof.name}", flush=True)
-        built = prepare.prepare(prof.name, [p.name[:2] for p in chosen])
-        status = "ok" if not any(r["error"] for r in built) else "FAILED"
-        times.append(time_row("prepare", time.perf_counter() - t0, start, status, prof))
-    for path in chosen:
-        nb = nbformat.read(path, as_version=4)
-        clear_outputs(nb)
-        target = out_dir / path.name
-        client = NotebookClient(
-            nb,
-            timeout=args.timeout,
-            kernel_name=args.kernel,
-            resources={"metadata": {"path": str(NOTEBOOKS)}},
-            record_timing=True,
-            allow_errors=args.allow_errors,
-            on_notebook_start=name_signals,
-        )
-        start, t0, done = time.time(), time.perf_counter(), []
-        client.on_cell_executed = lambda cell, cell_index, nb=nb, target=target, t0=t0, done=done, **_: (
-            progress(nb, target, cell, cell_index, t0, done)
-        )
-        status, stop = "ok", None
-        try:
-            client.execute()
-        except CellExecutionError as e:
-            status = "FAILED"
-            stop = (done[-1] + 1 if done else 0, "the cell above failed")
-            print(str(e)[-3000:], file=sys.stderr)
-        except KeyboardInterrupt:  # before the kernel's handlers are in place, or after
-            status = "stopped"
-            stop = (done[-1] + 1 if done else 0, f"stopped by {SIGNALS[-1] if SIGNALS else 'SIGINT'}")
-        except Exception as e:  # noqa: BLE001 - a cell's time limit, a dead kernel: saved with its mark
-            status = "stopped" if SIGNALS else "FAILED"  # SIGTERM to the process group ends the kernel too
-            why = f"stopped by {SIGNALS[-1]}" if SIGNALS else f"{type(e).__name__}: {str(e)[:200]}"
-            stop = (done[-1] + 1 if done else 0, why)
-            print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        errors = [
-            c
-            for c in nb.cells
-            if c.cell_type == "code" and any(o.output_type == "error" for o in c.get("outputs", []))
-        ]
-        if errors and status == "ok":
-            status = "FAILED"
-        for c in errors:
-            err = next(o for o in c.outputs if o.output_type == "error")
+            start, t0 = time.time(), time.perf_counter()
             print(
-                f"  error in cell {c.source.splitlines()[0][:70]!r}: {err.ename}: {err.evalue[:300]}",
-                file=sys.stderr,
+                f"prepare: the models of {[p.name[:2] for p in chosen]} for profile {prof.name}", flush=True
             )
-        seconds = time.perf_counter() - t0
-        if stop is not None and stop[0] < len(nb.cells):
-            mark_stop(nb, stop[0], stop[1], seconds)
-        if status != "ok":
-            failed.append(path.name)
-        nbformat.write(nb, target)
-        times.append(time_row(path.stem, seconds, start, status, prof))
-        table = save_times(times, prof, started)
-        if status == "stopped":
-            print(f"{path.name}: stopped after {seconds:.0f} s -> {target}; time table {table}", flush=True)
-            break
-        figures = add_static_figures(nb, target)
-        print(f"{path.name}: {status} in {seconds:.0f} s{figures} -> {target}", flush=True)
+            built = prepare.prepare(prof.name, [p.name[:2] for p in chosen])
+            status = "ok" if not any(r["error"] for r in built) else "FAILED"
+            times.append(time_row("prepare", time.perf_counter() - t0, start, status, prof))
+            if status != "ok":
+                failed.append("prepare")
+        for path in chosen:
+            status, row = run_one(path, args, out_dir, prof)
+            signal.signal(signal.SIGTERM, _as_interrupt)
+            times.append(row)
+            table = save_times(times, prof, started)
+            if status != "ok":
+                failed.append(path.name)
+            if status == "stopped":
+                print(f"{path.name}: stopped after {row['seconds']:.0f} s; time table {table}", flush=True)
+                break
+            figures = add_static_figures(nbformat.read(out_dir / path.name, 4), out_dir / path.name)
+            print(
+                f"{path.name}: {status} in {row['seconds']:.0f} s{figures} -> {out_dir / path.name}",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print(
+            f"run-all: stopped by {SIGNALS[-1] if SIGNALS else 'SIGINT'} between notebooks", file=sys.stderr
+        )
+        failed.append("stopped")
+        if times:
+            save_times(times, prof, started)
     print_times(times, prof)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

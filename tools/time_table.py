@@ -39,14 +39,15 @@ def render() -> str:
     if df.empty:
         return "No timed run of the notebooks is stored yet.\n"
     lines = [
-        "| notebook | card | profile | its own time | status | budget | date |",
-        "|---|---|---|---|---|---|---|",
+        "| notebook | card | profile | its own time | budget | within it | status | date |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in df.itertuples():
         status = r.status + ("" if r.status == "ok" else " (not run to its end)")
+        within = "yes" if r.status == "ok" and r.chapter_s <= r.time_budget_s else "no"
         lines.append(
-            f"| `{r.notebook}` | {r.card} | {r.profile} | {r.chapter_s:.0f} s | {status} | "
-            f"{r.time_budget_s:.0f} s | {r.date} |"
+            f"| `{r.notebook}` | {r.card} | {r.profile} | {r.chapter_s:.0f} s | {r.time_budget_s:.0f} s | "
+            f"{within} | {status} | {r.date} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -251,10 +251,10 @@ def time_interleaved(
         elapsed = time.perf_counter() - t0
         if rounds >= p.min_reps and all(s.ci_reached for s in out.values()):
             stop = "ci"
+        elif deadline is not None and time.perf_counter() >= deadline and rounds >= p.min_reps:
+            stop = "share"  # before the protocol's own budget: a sweep's share is what a reader is told about
         elif elapsed >= p.budget_s and rounds >= p.min_reps:
             stop = "budget"
-        elif deadline is not None and time.perf_counter() >= deadline and rounds >= p.min_reps:
-            stop = "share"
         elif rounds >= p.max_reps:
             stop = "max_reps"
         else:

@@ -2,8 +2,9 @@
 
 A failure becomes a row with its ``status`` (``OOM``, ``unsupported``, ``error``), rows can be appended to a
 CSV as they come, and the sweep reports how far it is ("k of N, elapsed, time left") as it goes. With ``budget_s``
-(a chapter's time budget spent where it teaches: ``Profile.chapters[NN]["sweep_s"]``) each point gets an equal share
-of what is left; a measurement that reaches its share stops after its minimum rounds and says ``stopped_by="share"``.
+(a chapter's time spent where it teaches: ``ch.sweep_seconds[name]``, see ``machine.budgets``) each point gets an
+equal share of what is left; a measurement that reaches its share stops after its minimum rounds and says
+``stopped_by="share"``.
 """
 
 from __future__ import annotations

@@ -117,7 +117,6 @@ def _capped(limit: int):
     try:
         yield
     except torch._dynamo.exc.FailOnRecompileLimitHit as e:
-        torch._dynamo.reset()
         raise WorkbookError(
             f"The compiled loop hit dynamo's recompile limit ({limit} compilations of one function: {e}); past it "
             "dynamo would run that function uncompiled on every later call, so the loop is not what it claims.",

@@ -108,10 +108,9 @@ def choose(
     if ok.empty:
         return None, "No measured combination ran.", ok
 
-    def distance(pair) -> tuple[int, float]:  # a workload below the one asked for would be optimistic
-        p, b = pair
-        below = int(p < prompt_len) + int(b < batch_size)
-        return below, abs(math.log(p / prompt_len)) + abs(math.log(b / batch_size))
+    def distance(pair) -> tuple[float, float]:  # first how far below the workload (optimistic), then above
+        ratios = (pair[0] / prompt_len, pair[1] / batch_size)
+        return sum(-math.log(r) for r in ratios if r < 1), sum(math.log(r) for r in ratios if r > 1)
 
     measured = sorted(set(zip(ok.prompt_len, ok.batch_size)))  # a grid need not measure every pair
     picks = dict(zip(("prompt_len", "batch_size"), min(measured, key=distance)))
