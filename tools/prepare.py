@@ -65,8 +65,11 @@ def prepare(profile: str | None = None, chapters: list[str] | None = None, force
             print(f"  {name:18s} failed: {rows[-1]['error'][:300]}", flush=True)
             continue
         built = checkpoints.one_time_since(start)
-        marker = json.loads((folder / checkpoints.MARKER).read_text())
-        seconds = sum(e["seconds"] for e in built) if built else marker.get("build_s", float("nan"))
+        seconds = (
+            sum(e["seconds"] for e in built)
+            if built
+            else json.loads((folder / checkpoints.MARKER).read_text()).get("build_s", float("nan"))
+        )  # built earlier: the seconds its marker recorded
         rows.append({"model": name, "built_now": bool(built), "seconds": round(seconds, 1), "error": ""})
         where = "built now" if built else "in the cache, built earlier"
         print(f"  {name:18s} {where} in {seconds:.1f} s -> {folder}", flush=True)

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> Path:
         start, b0 = time.time(), time.perf_counter()
         checkpoints.build(plan.model)
         t0 += time.perf_counter() - b0  # the run's time leaves the one-time build out
-        one_time = sum(e["seconds"] for e in checkpoints.one_time_since(start))
+        one_time = checkpoints.one_time_seconds(start)
         if one_time:
             print(f"reproduce: built {plan.model} once in {one_time:.0f} s (not part of the run's time)")
         forward_figures(env, plan, args.stored_card, same_card, keep)

@@ -138,7 +138,7 @@ def time_row(name: str, seconds: float, start: float, status: str, prof) -> dict
     """One row of the time table: the one-time seconds are the ledger's builds between ``start`` and now."""
     from helpers.models import checkpoints
 
-    one_time = sum(e["seconds"] for e in checkpoints.one_time_since(start))
+    one_time = checkpoints.one_time_seconds(start)
     budget = prof.chapters.get(name[:2], {}).get("time_budget_s", float("nan")) if name != "prepare" else None
     own = seconds - one_time
     return {
@@ -160,16 +160,6 @@ def save_times(rows: list[dict], prof, started: str) -> Path | None:
     from helpers import results
     from helpers.machine import budgets
 
-    chapters = [r for r in rows if r["notebook"] != "prepare"]
-    meta = {
-        "profile": prof.name,
-        "started": started,
-        "chapter_budget_s": budgets.CHAPTER_BUDGET_S.get(prof.name),
-        "workbook_budget_s": budgets.WORKBOOK_BUDGET_S.get(prof.name),
-        "chapters_s": round(sum(r["chapter_s"] for r in chapters), 1),
-        "one_time_s": round(sum(r["one_time_s"] for r in rows), 1),
-        "note": "chapter_s = seconds - one_time_s (checkpoints built and the GGUF converted while it ran)",
-    }
     name = f"run_all_{started[:10]}"
     table = pd.DataFrame(rows)
     earlier = results.path_for(name)
@@ -177,14 +167,21 @@ def save_times(rows: list[dict], prof, started: str) -> Path | None:
         kept = pd.read_csv(earlier)
         kept = kept[~(kept.notebook.isin(table.notebook) & (kept.profile == prof.name))]
         table = pd.concat([kept, table], ignore_index=True)
-        meta["chapters_s"] = round(float(table[table.notebook != "prepare"].chapter_s.sum()), 1)
-        meta["one_time_s"] = round(float(table.one_time_s.sum()), 1)
+    meta = {
+        "profile": prof.name,
+        "started": started,
+        "chapter_budget_s": budgets.CHAPTER_BUDGET_S.get(prof.name),
+        "workbook_budget_s": budgets.WORKBOOK_BUDGET_S.get(prof.name),
+        "chapters_s": round(float(table[table.notebook != "prepare"].chapter_s.sum()), 1),
+        "one_time_s": round(float(table.one_time_s.sum()), 1),
+        "note": "chapter_s = seconds - one_time_s (checkpoints built and the GGUF converted while it ran)",
+    }
     return results.save(table, name, meta=meta)
 
 
-def run_one(path: Path, args, out_dir: Path, prof) -> tuple[str, dict]:
+def run_one(path: Path, args, out_dir: Path, prof) -> tuple[str, dict, object]:
     """Execute one notebook, cleared first and saved after every cell; a failed or stopped run gets its mark.
-    Returns its status (``ok``, ``FAILED``, ``stopped``) and its row of the time table."""
+    Returns its status (``ok``, ``FAILED``, ``stopped``), its row of the time table and the executed notebook."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -237,7 +234,7 @@ def run_one(path: Path, args, out_dir: Path, prof) -> tuple[str, dict]:
     if stop is not None and stop[0] < len(nb.cells):
         mark_stop(nb, stop[0], stop[1], seconds, interrupted=status == "stopped")
     nbformat.write(nb, target)
-    return status, time_row(path.stem, seconds, start, status, prof)
+    return status, time_row(path.stem, seconds, start, status, prof), nb
 
 
 def print_times(rows: list[dict], prof) -> None:
@@ -259,8 +256,6 @@ def print_times(rows: list[dict], prof) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import nbformat
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
     ap.add_argument("--inplace", action="store_true", help="write outputs into notebooks/ (stored outputs)")
@@ -299,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             if status != "ok":
                 failed.append("prepare")
         for path in chosen:
-            status, row = run_one(path, args, out_dir, prof)
+            status, row, nb = run_one(path, args, out_dir, prof)
             signal.signal(signal.SIGTERM, _as_interrupt)
             times.append(row)
             table = save_times(times, prof, started)
@@ -308,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             if status == "stopped":
                 print(f"{path.name}: stopped after {row['seconds']:.0f} s; time table {table}", flush=True)
                 break
-            figures = add_static_figures(nbformat.read(out_dir / path.name, 4), out_dir / path.name)
+            figures = add_static_figures(nb, out_dir / path.name)
             print(
                 f"{path.name}: {status} in {row['seconds']:.0f} s{figures} -> {out_dir / path.name}",
                 flush=True,

@@ -14,7 +14,6 @@ import pandas as pd
 
 from ..errors import WorkbookError
 from . import budgets
-from .budgets import CHAPTER_BUDGET_S
 from .hardware import device_info, gpu_memory_cap
 
 
@@ -234,7 +233,7 @@ for _k, _v in {
     _SMALL_CHAPTERS[_k].update(_v)
 for _name, _table in (("cpu", _CPU_CHAPTERS), ("small-gpu", _SMALL_CHAPTERS), ("large-gpu", _GPU_CHAPTERS)):
     for _k, _sizes in _table.items():
-        _sizes["time_budget_s"] = CHAPTER_BUDGET_S[_name]
+        _sizes["time_budget_s"] = budgets.CHAPTER_BUDGET_S[_name]
         _sizes["sweep_seconds"] = budgets.sweep_seconds(_name, _k)
 
 

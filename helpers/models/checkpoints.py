@@ -56,13 +56,18 @@ def note_one_time(what: str, seconds: float) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
-def one_time_since(start: float, until: float | None = None) -> list[dict]:
-    """The ledger's entries that finished between ``start`` and ``until`` (``time.time()`` seconds)."""
+def one_time_since(start: float) -> list[dict]:
+    """The ledger's entries that finished since ``start`` (``time.time()`` seconds)."""
     path = cache_dir() / LEDGER
     if not path.exists():
         return []
     entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in entries if start <= e["finished"] <= (until or float("inf"))]
+    return [e for e in entries if e["finished"] >= start]
+
+
+def one_time_seconds(start: float) -> float:
+    """The seconds of the one-time costs that finished since ``start``: what a run's own time leaves out."""
+    return sum(e["seconds"] for e in one_time_since(start))
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -108,11 +113,9 @@ def build(name: str, force: bool = False, seed: int = 0) -> Path:
         raise WorkbookError(f"{name!r} has real weights and needs no building.", "Use models.load(name).")
     folder = cache_dir() / name
     if entry.kind == "trained-decoder":  # real weights, converted once from the file a package ships
-        marker = folder / MARKER
-        before = marker.stat().st_mtime_ns if marker.exists() else None
-        trained.convert(folder, MARKER, force=force)
-        if marker.exists() and marker.stat().st_mtime_ns != before:
-            note_one_time(f"convert {name}", json.loads(marker.read_text()).get("build_s", 0.0))
+        seconds = trained.convert(folder, MARKER, force=force)
+        if seconds is not None:
+            note_one_time(f"convert {name}", seconds)
         return folder
     if (folder / MARKER).exists() and not force:
         return folder

