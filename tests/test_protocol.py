@@ -3,6 +3,7 @@ per-token decode timing and the reproduction command end to end."""
 
 import contextlib
 import json
+import os
 import random
 import sys
 import time
@@ -17,7 +18,7 @@ from helpers.machine import hardware
 from helpers.measure import busy, generation, intervals, protocol
 from helpers.measure.batches import make_batch
 from helpers.measure.protocol import Call, Protocol
-from helpers.techniques import decoding
+from helpers.techniques import decoding, greedy_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,7 +237,7 @@ def test_generate_with_a_protocol_times_each_token_of_each_run(tiny):
 
 
 def test_own_loop_stamps_each_token(tiny):
-    loop = decoding.GreedyLoop(tiny, 1, 16, 6)
+    loop = greedy_loop.GreedyLoop(tiny, 1, 16, 6)
     loop.step = loop.model  # the eager model: the stamps, not compilation, are under test
     read = generation.timed(lambda stamps: loop(6, stamp=stamps), "cpu")()
     assert len(read()["decode"]) == 5
@@ -251,6 +252,35 @@ def test_decode_modes_are_interleaved_and_compile_time_only_where_something_comp
             "nothing compiles: NaN, not a number"
         )
         assert r["n"] == 2 * 3 and r["decode_tok_s"] > 0
+
+
+def test_compilations_are_timed_apart_and_written_to_the_one_time_ledger(tiny, monkeypatch, tmp_path):
+    """flex attention's first call and the compiled loop's are compile time: in the row (``compile_s``) and in the
+    cache's ledger, which ``tools/run_notebooks.py`` leaves out of a chapter's own time; what does not compile is
+    not written there."""
+    from helpers.models import checkpoints
+
+    monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test
+    torch._dynamo.reset()
+    start = time.time()
+    rows = {r["attention"]: r for r in measure.forwards(tiny, ["sdpa", "flex"], 1, 32, protocol=QUICK)}
+    assert "compile_s" not in rows["sdpa"] and rows["flex"]["compile_s"] > 0
+    modes = decoding.decode_modes(
+        tiny, ["dynamic", "compiled-loop"], prompt_len=16, new_tokens=4, protocol=QUICK
+    )
+    noted = checkpoints.one_time_since(start)
+    assert [e["what"] for e in noted] == [
+        "compile llama-2-7b-tiny flex attention",
+        "compile llama-2-7b-tiny fp32 compiled-loop",
+    ]
+    assert noted[0]["seconds"] == pytest.approx(rows["flex"]["compile_s"], abs=0.01)
+    assert noted[1]["seconds"] == pytest.approx(modes[1]["compile_s"], abs=0.01) and modes[1]["compile_s"] > 0
+    assert checkpoints.one_time_seconds(start) == pytest.approx(sum(e["seconds"] for e in noted))
+    kept = tmp_path / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(kept) and any(kept.rglob("*")), (
+        "kernels for the next run"
+    )
 
 
 def test_forward_paths_are_timed_interleaved_and_the_model_keeps_its_path(tiny):

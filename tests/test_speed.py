@@ -8,7 +8,7 @@ from helpers import models
 from helpers.errors import WorkbookError
 from helpers.measure import ceilings
 from helpers.measure.protocol import Protocol
-from helpers.techniques import decoding, roofline
+from helpers.techniques import decoding, greedy_loop, roofline
 
 ONCE = Protocol(warmup=0, min_reps=1, max_reps=1)  # a row's shape, not a figure
 
@@ -58,7 +58,7 @@ def test_generate_compiles_only_where_transformers_does(tiny):
 
 
 def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
-    loop = decoding.GreedyLoop(tiny, 2, 16, 8)
+    loop = greedy_loop.GreedyLoop(tiny, 2, 16, 8)
     tokens = loop(8)
     with torch.inference_mode():
         ref = tiny.model.generate(
@@ -76,10 +76,12 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
 
 def test_loop_against_generate_on_a_given_prompt(tiny):
     batch = tiny.tokenizer(["Hello my dog is cute and"], return_tensors="pt")
-    out = decoding.loop_against_generate(tiny, dict(batch), 6)
+    torch._dynamo.reset()
+    out = greedy_loop.loop_against_generate(tiny, dict(batch), 6)
     assert out["same_tokens"] and out["first_difference"] is None and out["next_token_agreement"] == 1.0
+    assert out["compile_s"] > 0, "the first call compiled: it took longer than the second"
     assert torch.equal(out["loop"], out["generate"]) and out["loop"].shape[0] == 1
-    loop = decoding.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
+    loop = greedy_loop.GreedyLoop(tiny, 1, batch["input_ids"].shape[1], 4, batch=dict(batch))
     assert torch.equal(loop.batch["input_ids"].cpu(), batch["input_ids"]), "the prompt, on the model's device"
     torch._dynamo.reset()
 
@@ -95,9 +97,39 @@ def test_own_loop_allows_a_compilation_per_layer():
     """int8 layers break the graph; the rest of each attention layer is then compiled once per layer (layer_idx
     is specialised), so the loop's recompile limit must exceed the layer count (8, dynamo's default, does not)."""
     int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
-    loop = decoding.GreedyLoop(int8, 1, 16, 4)
+    loop = greedy_loop.GreedyLoop(int8, 1, 16, 4)
     assert loop.recompile_limit >= int8.model.config.num_hidden_layers + 8
     assert loop.recompile_limit >= torch._dynamo.config.recompile_limit
+
+
+def test_the_loop_keeps_dynamo_out_of_int8_layers_and_still_matches_generate(monkeypatch):
+    """bitsandbytes' int8 matmul, compiled, was recompiled per layer and weight shape until dynamo's limit: the loop
+    runs every int8 layer eagerly instead, once each, and its tokens are still generate's (fp32, teacher-forced)."""
+    from bitsandbytes.nn import Linear8bitLt
+
+    int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
+    torch._dynamo.reset()
+    try:
+        loop = greedy_loop.GreedyLoop(int8, 1, 16, 5)
+        layers = [m for m in int8.model.modules() if isinstance(m, Linear8bitLt)]
+        assert loop.eager_layers == len(layers) == 7 * int8.model.config.num_hidden_layers
+        assert all(getattr(m.forward, "_torchdynamo_disable", False) for m in layers)
+        assert greedy_loop.eager_int8_layers(int8.model) == 0, "a second loop wraps nothing twice"
+        from torch._dynamo import convert_frame
+
+        compiled, real = [], convert_frame._compile  # every frame dynamo compiles passes here
+        monkeypatch.setattr(
+            convert_frame,
+            "_compile",
+            lambda code, *a, **k: compiled.append(code.co_filename) or real(code, *a, **k),
+        )
+        reference = greedy_loop._generated(int8, loop, 5)
+        assert torch.equal(loop(5, forced=reference).cpu(), reference.cpu())
+        assert any("transformers" in f for f in compiled), "the model around the int8 layers is compiled"
+        assert not [f for f in compiled if "bitsandbytes" in f], "nothing of bitsandbytes' matmul is compiled"
+    finally:
+        torch._dynamo.reset()
+        models.unload(int8)
 
 
 def test_roofline_is_bandwidth_bound_then_compute_bound(tiny):
@@ -142,7 +174,7 @@ def test_the_loops_recompile_cap_ends_in_a_clear_refusal_and_the_other_modes_sti
     """At the cap dynamo raises (``fail_on_recompile_limit_hit``) instead of running the rest uncompiled; the
     workbook's error says so, and of several modes only the refused one becomes an ``unsupported`` row."""
     int8 = models.load("llama-2-7b-tiny", dtype="fp32", quant="int8")
-    loop = decoding.GreedyLoop(int8, 1, 8, 4)
+    loop = greedy_loop.GreedyLoop(int8, 1, 8, 4)
     loop.recompile_limit = 1  # int8's graph breaks compile a frame once per layer: the second passes this cap
     torch._dynamo.reset()
     try:

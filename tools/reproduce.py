@@ -21,13 +21,13 @@ Each figure is appended to the CSV as soon as it is measured; a run stopped half
 limit) saves the figures it has, with ``stopped`` in its metadata. The model's checkpoint is built first if the
 cache lacks it (``tools/prepare.py``), and that one-time cost is reported apart (``one_time_s``).
 
-Time on an H200 (2026-12-03, torch 2.11): with a 25 s budget per group of figures the run was stopped at 414 s
-(its limit), after 12 of 14 figures, inside the int8 group, once dynamo had reported reaching its recompile limit
-in bitsandbytes' matmul (that loop now ends there as a ``not run`` row: ``GreedyLoop``); the groups now get 10 s
-each, aimed at under five minutes, which a run has yet to confirm. Decode: 32 new tokens after a 128-token prompt
-(the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its weight reads, so the
-per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled loop is left out
-there: compiling it takes longer than the rest together).
+Time on an H200 (2026-12-03, torch 2.11): with a 25 s budget per group of figures the run was stopped at 414 s (its
+limit), after 12 of 14 figures, inside the int8 group, once dynamo had reported reaching its recompile limit in
+bitsandbytes' matmul (the loop now runs int8's layers uncompiled, ``greedy_loop.eager_int8_layers``, and a loop that
+reaches the cap ends as a ``not run`` row); the groups now get 10 s each, aimed at under five minutes, which a run
+has yet to confirm. Decode: 32 new tokens after a 128-token prompt (the stored run made 64, and a step's KV-cache
+reads at those positions are under 1% of its weight reads, so the per-step rates compare). On a CPU the tiny profile
+runs in well under a minute (the compiled loop is left out there: compiling it takes longer than the rest together).
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ non-zero if any failed. Each saved notebook then gets a PNG beside every plotly 
 the outputs are kept and the command to add the PNGs later is printed.
 
 The time table (``results/<card>/run_all_<date>.csv``, saved after every notebook and printed at the end): per
-notebook its seconds, the one-time seconds spent inside it (checkpoints built, the GGUF converted: the cache's
-ledger), the chapter's own seconds (the difference), its status, the profile and its time budget per chapter,
-and whether the chapter kept within it; a ``prepare`` row holds the builds done before the chapters. A later run
-the same day adds its notebooks to the table (a notebook run again replaces its row).
+notebook its seconds, the one-time seconds spent inside it (checkpoints built, the GGUF converted, flex attention
+and the decode modes compiled: the cache's ledger), the chapter's own seconds (the difference), its status, the
+profile and its time budget per chapter, and whether the chapter kept within it; a ``prepare`` row holds the builds
+done before the chapters. A later run the same day adds its notebooks to the table (a notebook run again replaces
+its row).
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def save_times(rows: list[dict], prof, started: str) -> Path | None:
         "workbook_budget_s": budgets.WORKBOOK_BUDGET_S.get(prof.name),
         "chapters_s": round(float(table[table.notebook != "prepare"].chapter_s.sum()), 1),
         "one_time_s": round(float(table.one_time_s.sum()), 1),
-        "note": "chapter_s = seconds - one_time_s (checkpoints built and the GGUF converted while it ran)",
+        "note": "chapter_s = seconds - one_time_s (checkpoints built, the GGUF converted, models compiled, as it ran)",
     }
     return results.save(table, name, meta=meta)
 

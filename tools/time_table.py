@@ -4,8 +4,8 @@
     python tools/time_table.py --write    and replace it in README.md (between the times markers)
 
 For each chapter, its latest time on each card that has one (``tools/run_notebooks.py`` writes the tables): its
-own seconds (one-time builds apart), its status, the profile's budget and the date. tests/test_project.py checks
-that the README's block is this script's output, so no time in it is typed by hand.
+own seconds (one-time builds and compilations apart), its status, the profile's budget and the date.
+tests/test_project.py checks that the README's block is this script's output, so no time in it is typed by hand.
 """
 
 from __future__ import annotations

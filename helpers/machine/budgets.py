@@ -1,15 +1,19 @@
 """Time budgets: what one chapter may take on each hardware profile, and the share of it each sweep spends.
 
 ``CHAPTER_BUDGET_S``: one chapter's seconds on a profile, one-time costs (building checkpoints, converting the GGUF:
-``./workbook prepare``) apart; ``sweep_seconds(profile, chapter)``: the seconds each of its sweeps spends, split
-evenly over its points (``sweeps.run(budget_s=...)``), so a slow point stops on its share after its minimum rounds
-and says so (``stopped_by="share"``). The rest of a chapter's budget is loading, checks and single measurements.
+``./workbook prepare``; compiling flex attention and the decode modes) apart; ``sweep_seconds(profile, chapter)``:
+the seconds each of its sweeps spends, split evenly over its points (``sweeps.run(budget_s=...)``), so a slow point
+stops on its share after its minimum rounds and says so (``stopped_by="share"``). The rest of a chapter's budget is
+loading, checks and single measurements.
 ``profiles`` puts both into every chapter's table (``ch.time_budget_s``, ``ch.sweep_seconds``).
 
-A point costs at least its warm-up and minimum rounds whatever its share (an H200 run of 2026-12-03: 01 took 344 s
-with batch sizes [1, 2, 4] and three padding fractions; 05's grid of 40 points was stopped after 16 of them in 370 s,
-int8's points taking 29-50 s each), so the point counts in the profiles, not the shares, keep a chapter within its
-budget: sweep points are chosen to show each trend, not every size of the slowest path.
+A point costs at least its warm-up and minimum rounds whatever its share (H200 runs of 2026-12-03: 01 took 344 s
+with batch sizes [1, 2, 4] and three padding fractions, 316 s with [1, 4] and two; 05's grid of 40 points was stopped
+after 16 of them in 370 s, and 14 points took 294 s, the last five past the sweep's budget at their minimum, int8's
+points 37-39 s each; 07's decode sweep took 350 s, 143 s of it compiling:
+87 s in the modes that compiled, 56 s in int8's loop until it was refused), so the point counts in the profiles, not
+the shares, keep a chapter within its budget: sweep points are chosen to show each trend, not every size of the
+slowest path.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ SWEEP_SECONDS = {
     "02": {"encoder": 60, "opt": 25},
     "03": {"speed": 60, "compute": 20},
     "04": {"speed": 40, "offload": 20, "colab": 40},
-    "05": {"grid": 200},
+    "05": {"grid": 160},
     "06": {"layout": 20, "setups": 40},
     "07": {"decode": 110, "prefill": 20, "batches": 30},
 }

@@ -207,8 +207,9 @@ _GPU_CHAPTERS = {
         new_tokens=64,
         batches=[1, 4, 16, 64, 128],
         prefill_lens=[1024, 2048, 4096, 8192, 16384],
-        # random weights in bf16: near-ties flip often, and int8 rounds further (58 % measured on an H100)
-        loop_agreement=0.5,
+        # random weights in bf16: near-ties flip often, and int8 rounds further (58 % of 32 tokens on an H100; over
+        # 16 tokens one run varies by about 12 points); a broken loop agrees near 0
+        loop_agreement=0.3,
         answer_tokens=32,
     ),
 }
@@ -216,7 +217,9 @@ for _k, _v in {  # fewer points where the trend shows with fewer (large and smal
     "01": dict(batch_sizes=[1, 4], pad_fractions=[0.0, 0.5]),
     "03": dict(new_tokens=32),
     "04": dict(new_tokens=32),
-    "07": dict(new_tokens=32, batches=[1, 16, 128], prefill_lens=[1024, 4096, 16384]),
+    # 05 measures quality itself only when 03's table is not on this machine: fewer windows, no sample answers
+    "05": dict(quality_windows=16, quality_prompts=0),
+    "07": dict(new_tokens=16, batches=[1, 16, 128], prefill_lens=[1024, 4096, 16384]),
 }.items():
     _GPU_CHAPTERS[_k].update(_v)
 # A T4-sized card: ~1B models; T5-11B is left out of the Colab demo (its fp32 offload needs 42 GiB of host memory).

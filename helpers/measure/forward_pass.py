@@ -9,12 +9,14 @@ Each returns rows (dicts, units in the column names): latency with its interval 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pandas as pd
 import torch
 
-from ..machine.hardware import device_info
+from ..machine.hardware import device_info, sync
+from ..models import checkpoints
 from ..models.loading import Loaded
 from .agreement import relative_error
 from .batches import make_batch, pack_batch, pad_batch
@@ -62,6 +64,9 @@ def forward(
     """
     kw = dict(protocol=protocol, pad_fraction=pad_fraction, sol=sol, beyond_positions=beyond_positions)
     return forwards(loaded, [loaded.request.attention], batch_size, seq_len, **kw)[0]
+
+
+COMPILED_ON_FIRST_USE = ("flex",)  # attention paths compiled at their first call (torch's flex_attention)
 
 
 def _forward_fn(loaded, batch_size, seq_len, pad_fraction=0.0, beyond_positions=False):
@@ -112,20 +117,37 @@ def forwards(
 ) -> list[dict]:
     """``forward`` for several attention paths of one model, timed interleaved by ``protocol`` (the model switches
     path before each call, untimed, and back to its own after). Rows in the order of ``attentions``, each with
-    ``latency_ci_low_ms``/``_high_ms``, ``n``, ``ci_reached``, ``stopped_by``, ``busy_share``, ``host_bound``."""
+    ``latency_ci_low_ms``/``_high_ms``, ``n``, ``ci_reached``, ``stopped_by``, ``busy_share``, ``host_bound``.
+    A path that compiles at its first call (``COMPILED_ON_FIRST_USE``) makes that call before the protocol's own
+    warm-up; its row's ``compile_s`` is what it took beyond a timed pass, written to the cache's ledger of one-time
+    costs, which a chapter's own time leaves out."""
     fn = _forward_fn(loaded, batch_size, seq_len, pad_fraction, beyond_positions)
     switch = len(attentions) > 1
     calls = {
         a: Call(fn, loaded.context, setup=(lambda a=a: loaded.switch_attention(a)) if switch else None)
         for a in attentions
     }
-    before = loaded.request.attention
+    before, firsts = loaded.request.attention, {}
     try:
+        for a in attentions:
+            if a in COMPILED_ON_FIRST_USE:
+                checkpoints.keep_compiled_kernels()
+                loaded.switch_attention(a)
+                t0 = time.perf_counter()
+                with loaded.context():
+                    fn()
+                sync(loaded.device)
+                firsts[a] = time.perf_counter() - t0
         samples = time_interleaved(calls, protocol, device=loaded.device, busy=busy)
         rows = []
         for a in attentions:
             loaded.switch_attention(a)
             rows.append(_forward_row(loaded, fn, samples[a], sol))
+            if a in firsts:
+                rows[-1]["compile_s"] = max(firsts[a] - rows[-1]["latency_ms"] / 1e3, 0.0)
+                if rows[-1]["compile_s"] > 0:
+                    what = f"compile {loaded.request.model} {a} attention"
+                    checkpoints.note_one_time(what, rows[-1]["compile_s"])
     finally:
         loaded.switch_attention(before)
     return rows

@@ -1,7 +1,7 @@
 """Decode timed where it happens: a timestamp after every generated token's logits, inside one generation.
 
 ``Stamps`` is a logits processor (``generate`` calls it once per new token, right after that token's forward pass)
-and the ``stamp`` of ``techniques.decoding.GreedyLoop``: each call records a CUDA event on the GPU (read after a
+and the ``stamp`` of ``techniques.greedy_loop.GreedyLoop``: each call records a CUDA event on the GPU (read after a
 sync, so the stamps cost no synchronisation) or a ``perf_counter`` reading on the CPU. From one run of ``n`` new tokens:
 
 - ``prefill`` (time to first token): from the start of the call to the first token's logits;

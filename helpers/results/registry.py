@@ -278,7 +278,7 @@ TABLES: dict[str, Table] = {
         Table(
             "run_all",
             "tools",
-            "each notebook's time in one run of tools/run_notebooks.py, one-time builds apart",
+            "each notebook's time in one run of tools/run_notebooks.py, one-time builds and compiles apart",
             ("notebook", "status"),
             {"seconds": "s", "one_time_s": "s (builds while it ran)", "chapter_s": "s (its own)"},
             ("profile", "started"),

@@ -11,6 +11,7 @@
 - ``schedules``: the learning rate over a run (warm-up, cosine decay) and the gradient clip (06).
 - ``training``: LoRA and QLoRA training on the workbook's own prose, padded or packed (06).
 - ``decoding``: decode modes side by side: dynamic and static caches, torch.compile, a compiled loop (07).
+- ``greedy_loop``: that compiled loop of your own, int8 layers left uncompiled, checked against ``generate`` (07).
 - ``roofline``: the decode ceiling over batch sizes; every technique's share of the speed of light (07).
 """
 
@@ -18,6 +19,7 @@ from . import (
     answers,
     decoding,
     fastpath,
+    greedy_loop,
     legacy,
     placement,
     quality,
@@ -33,6 +35,7 @@ __all__ = [
     "answers",
     "decoding",
     "fastpath",
+    "greedy_loop",
     "legacy",
     "placement",
     "quality",
