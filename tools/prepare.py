@@ -9,8 +9,9 @@ them and takes no time. Prints one row per model (built now, or found in the cac
 took) and returns them. Every build also goes to the cache's ledger (``checkpoints.note_one_time``), so
 ``tools/run_notebooks.py`` gives each chapter's time without the builds that happened while it ran. It runs this
 first unless told ``--no-prepare``. Compiling (``torch.compile``, FlashAttention-4's JIT) stays in the chapters
-that teach it: each such row reports its compile time apart (``compile_s``, ``first_call_s``), and the decode
-modes' compilations go to the ledger too, so a chapter's own time leaves them out.
+that teach it: each such row reports its compile time apart (``compile_s``, ``first_call_s``), and the
+compilations of flex attention and of the decode modes go to the ledger too, so a chapter's own time leaves them
+out.
 """
 
 from __future__ import annotations

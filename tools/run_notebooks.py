@@ -136,7 +136,8 @@ def _as_interrupt(signum, frame) -> None:
 
 
 def time_row(name: str, seconds: float, start: float, status: str, prof) -> dict:
-    """One row of the time table: the one-time seconds are the ledger's builds between ``start`` and now."""
+    """One row of the time table: the one-time seconds are the ledger's builds and compilations between ``start``
+    and now."""
     from helpers.models import checkpoints
 
     one_time = checkpoints.one_time_seconds(start)

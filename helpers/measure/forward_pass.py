@@ -144,10 +144,8 @@ def forwards(
             loaded.switch_attention(a)
             rows.append(_forward_row(loaded, fn, samples[a], sol))
             if a in firsts:
-                rows[-1]["compile_s"] = max(firsts[a] - rows[-1]["latency_ms"] / 1e3, 0.0)
-                if rows[-1]["compile_s"] > 0:
-                    what = f"compile {loaded.request.model} {a} attention"
-                    checkpoints.note_one_time(what, rows[-1]["compile_s"])
+                what, warm_s = f"{loaded.request.model} {a} attention", rows[-1]["latency_ms"] / 1e3
+                rows[-1]["compile_s"] = checkpoints.note_compiled(what, firsts[a], warm_s)
     finally:
         loaded.switch_attention(before)
     return rows

@@ -59,6 +59,14 @@ def note_one_time(what: str, seconds: float) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
+def note_compiled(what: str, first_s: float, warm_s: float) -> float:
+    """A compilation's seconds: what a first call took beyond a warm one (never below 0), written to the ledger as
+    ``compile {what}`` and returned (a row's ``compile_s``)."""
+    seconds = max(first_s - warm_s, 0.0)
+    note_one_time(f"compile {what}", seconds)
+    return seconds
+
+
 def keep_compiled_kernels() -> Path:
     """Keep ``torch.compile``'s kernels in the cache too (``$TORCHINDUCTOR_CACHE_DIR``, unless set or a compilation
     in this process already chose a folder), so a later run finds them and compiles faster."""

@@ -56,12 +56,6 @@ def _generate_kwargs(loaded: models.Loaded, mode: str) -> tuple[dict, str]:
     return kwargs, {"compiled": "generate", "compiled-loop": "torch.compile"}.get(mode, "")
 
 
-def _compile_s(mode: str, first_s: float, total_ms: float) -> float:
-    """What the first call took beyond a warm one, for the modes that compile; NaN for those that do not
-    (their first call's extra time is lazy initialisation, not compilation: ``first_call_s`` keeps it)."""
-    return max(first_s - total_ms / 1e3, 0.0) if mode in ("compiled", "compiled-loop") else float("nan")
-
-
 def _forget_compiled(loaded: models.Loaded) -> None:
     torch._dynamo.reset()
     if hasattr(loaded.model, "_compiled_call"):
@@ -116,13 +110,8 @@ def decode_modes(
     if any(by for _, by in plans.values()):
         checkpoints.keep_compiled_kernels()
     batch = make_batch(loaded, batch_size, prompt_len)
-    runs, firsts, checks, refused, what = (
-        {},
-        {},
-        {},
-        {},
-        f"compile {loaded.request.model} {loaded.request.weights}",
-    )
+    runs, firsts, checks, refused = {}, {}, {}, {}
+    what = f"{loaded.request.model} {loaded.request.weights}"  # the ledger's label of a compilation
     try:
         for mode, (kwargs, _) in plans.items():
             t0 = time.perf_counter()
@@ -140,7 +129,7 @@ def decode_modes(
                     checks[mode] = agreement(loaded, loop, tokens, new_tokens)
             except WorkbookError as e:
                 if mode == "compiled-loop":  # refused at the recompile cap, after compiling until it
-                    checkpoints.note_one_time(f"{what} {mode} (refused)", time.perf_counter() - t0)
+                    checkpoints.note_compiled(f"{what} {mode} (refused)", time.perf_counter() - t0, 0.0)
                 if len(plans) == 1:
                     raise
                 refused[mode] = str(e)
@@ -154,10 +143,13 @@ def decode_modes(
         )
     finally:
         _forget_compiled(loaded)
-    compile_s = {m: _compile_s(m, firsts[m], rows[m]["total_ms"]) for m in runs}
-    for m, seconds in compile_s.items():  # a one-time cost: a chapter's own time leaves it out
-        if seconds > 0:
-            checkpoints.note_one_time(f"{what} {m}", seconds)
+    compile_s = {  # beyond a warm call, for the modes that compile (a one-time cost, in the ledger); NaN for the
+        # others, whose first call's extra time is lazy initialisation (``first_call_s`` keeps it)
+        m: checkpoints.note_compiled(f"{what} {m}", firsts[m], rows[m]["total_ms"] / 1e3)
+        if plans[m][1]
+        else float("nan")
+        for m in runs
+    }
     return [
         {"mode": m, "compiled_by": plans[m][1], "status": "unsupported", "error": refused[m]}
         if m in refused

@@ -159,8 +159,8 @@ def loop_against_generate(loaded: models.Loaded, batch: dict, new_tokens: int) -
     Compared over ``generate``'s tokens (it stops at end-of-text): ``loop`` and ``generate`` (the tokens),
     ``same_tokens``, ``first_difference`` (a step, or None) and teacher-forced ``next_token_agreement``. In fp32
     they should be identical; in bf16 compiled kernels round differently, and a near-tie may flip.
-    ``compile_s``: what the loop's first call took beyond its second (both of ``generate``'s token count), written
-    to the cache's ledger of one-time costs as the decode modes' compilations are.
+    ``compile_s``: what the loop's first call took beyond the same call again, written to the cache's ledger of
+    one-time costs as the decode modes' compilations are.
     """
     checkpoints.keep_compiled_kernels()
     loop = GreedyLoop(loaded, *batch["input_ids"].shape, new_tokens, batch=batch)
@@ -168,16 +168,18 @@ def loop_against_generate(loaded: models.Loaded, batch: dict, new_tokens: int) -
         reference = _generated(loaded, loop, new_tokens, exactly=False)
         n = reference.shape[1]
         t0 = time.perf_counter()
-        tokens = loop(n).to(reference.device)  # greedy: the first n tokens of a longer run
+        tokens = loop(new_tokens)[:, :n].to(reference.device)  # every step runs (and compiles) even if n is 1
         sync(loaded.device)
         t1 = time.perf_counter()
-        forced = loop(n, forced=reference)
+        loop(new_tokens)  # the same call warm: what the first took beyond it is compilation
         sync(loaded.device)
-        compile_s = max((t1 - t0) - (time.perf_counter() - t1), 0.0)
+        first_s, warm_s = t1 - t0, time.perf_counter() - t1
+        forced = loop(n, forced=reference)
     finally:
         torch._dynamo.reset()
-    if compile_s > 0:
-        checkpoints.note_one_time(f"compile {loaded.request.model} {loaded.request.weights} loop", compile_s)
+    compile_s = checkpoints.note_compiled(
+        f"{loaded.request.model} {loaded.request.weights} loop", first_s, warm_s
+    )
     differ = (tokens != reference).any(0).nonzero()
     return {
         "compile_s": compile_s,
