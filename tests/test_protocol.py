@@ -204,6 +204,27 @@ def test_host_bound_flag_on_a_deliberately_slow_host_step():
     assert busy.union_ms([(0, 2), (1, 3), (5, 6)]) == 4
 
 
+def test_device_spans_read_raw_agree_with_the_profilers_events():
+    """The busy meter reads kineto's raw records (``prof.events()`` parses seconds' worth of Python objects for a
+    7B generation); on a CPU profile both readings give the same events and the same busy time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.ones(64, 64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(200):
+            x = torch.tanh(x @ x)
+
+    class Parsed:  # the same run without raw records: the fallback path
+        def events(self):
+            return prof.events()
+
+    raw, parsed = busy.device_spans_us(prof, DeviceType.CPU), busy.device_spans_us(Parsed(), DeviceType.CPU)
+    assert len(raw) == len(parsed) >= 400
+    assert busy.union_ms(raw) == pytest.approx(busy.union_ms(parsed), rel=1e-3)
+    assert busy.device_spans_us(prof, DeviceType.CUDA) == [], "a CPU run has no kernel on a GPU"
+
+
 # --------------------------------------------------------------------------- per-token decode timing
 
 QUICK = Protocol(warmup=1, min_reps=2, max_reps=2)

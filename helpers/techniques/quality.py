@@ -87,21 +87,23 @@ def _score(
     keep: bool = False,
 ) -> tuple[dict, list]:
     """One pass over the windows, a batch at a time: the negative log-likelihood of each next token and,
-    with ``ref``, agreement and KL against it; with ``keep``, the log-probabilities (fp16) and top-1 tokens."""
+    with ``ref``, agreement and KL against it; with ``keep``, the log-probabilities (fp16) and top-1 tokens
+    (kept on the CPU). The arithmetic over the vocabulary (49k entries a position) runs where the logits are, so a
+    GPU does it instead of the host, and only sums and the kept tensors cross to the CPU."""
     nll, same, kl, kept = 0.0, 0, 0.0, []
     with torch.inference_mode(), loaded.context():
         for i in range(0, len(ids), batch_size):
-            batch = ids[i : i + batch_size]
-            logits = loaded.model(input_ids=batch.to(loaded.device), use_cache=False).logits.float().cpu()
-            lp = torch.log_softmax(logits, dim=-1)
+            logits = loaded.model(input_ids=ids[i : i + batch_size].to(loaded.device), use_cache=False).logits
+            batch = ids[i : i + batch_size].to(logits.device)
+            lp = torch.log_softmax(logits.float(), dim=-1)
             nll -= lp[:, :-1].gather(-1, batch[:, 1:, None]).sum().item()
             top1 = lp.argmax(-1)
             if ref is not None:
-                ref_lp = ref.logprobs[i : i + len(batch)].float()
-                same += (top1 == ref.top1[i : i + len(batch)]).sum().item()
+                ref_lp = ref.logprobs[i : i + len(batch)].to(lp.device).float()
+                same += (top1 == ref.top1[i : i + len(batch)].to(lp.device)).sum().item()
                 kl += (ref_lp.exp() * (ref_lp - lp)).sum().item()
             if keep:
-                kept.append((lp.half(), top1))
+                kept.append((lp.half().cpu(), top1.cpu()))
     tokens, positions = ids[:, 1:].numel(), ids.numel()
     out = {
         "perplexity": math.exp(nll / tokens),
