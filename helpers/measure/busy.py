@@ -69,9 +69,8 @@ def device_spans_us(prof, device_type) -> list[tuple[float, float]]:
     the raw records."""
     try:
         results = prof.profiler.kineto_results
-        t0 = (
-            results.trace_start_ns()
-        )  # epoch nanoseconds lose sub-microsecond steps as floats: subtract first
+        # epoch nanoseconds lose sub-microsecond steps as floats: measured from the trace's start instead
+        t0 = results.trace_start_ns()
         return [
             ((e.start_ns() - t0) / 1e3, (e.end_ns() - t0) / 1e3)
             for e in results.events()

@@ -93,8 +93,9 @@ def _score(
     nll, same, kl, kept = 0.0, 0, 0.0, []
     with torch.inference_mode(), loaded.context():
         for i in range(0, len(ids), batch_size):
-            logits = loaded.model(input_ids=ids[i : i + batch_size].to(loaded.device), use_cache=False).logits
-            batch = ids[i : i + batch_size].to(logits.device)
+            window = ids[i : i + batch_size]
+            logits = loaded.model(input_ids=window.to(loaded.device), use_cache=False).logits
+            batch = window.to(logits.device)
             lp = torch.log_softmax(logits.float(), dim=-1)
             nll -= lp[:, :-1].gather(-1, batch[:, 1:, None]).sum().item()
             top1 = lp.argmax(-1)
