@@ -257,6 +257,14 @@ def test_generate_with_a_protocol_times_each_token_of_each_run(tiny):
         assert 0 < row["busy_share"] <= 1 and row["host_bound"] == (row["busy_share"] < busy.HOST_BOUND_BELOW)
 
 
+def test_generate_spends_no_call_beyond_its_check_warmup_and_rounds(tiny, monkeypatch):
+    calls, real = [], tiny.model.generate
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    row = measure.generate(tiny, 1, 16, 4, protocol=Protocol(warmup=2, min_reps=3, max_reps=3), busy=None)
+    # the check call is the first warm-up round, and its allocator peak is the row's memory: 2 + 3 calls
+    assert len(calls) == 2 + 3 and row["runs"] == 3, (len(calls), row["runs"])
+
+
 def test_own_loop_stamps_each_token(tiny):
     loop = greedy_loop.GreedyLoop(tiny, 1, 16, 6)
     loop.step = loop.model  # the eager model: the stamps, not compilation, are under test
@@ -352,6 +360,26 @@ def test_reproduce_judges_only_gpu_bound_figures_of_the_same_card():
         == "other card: not judged"
     )
     assert reproduce.figure("f", "t", "latency_ms", row, None, (0, 0), True)["verdict"] == "no stored value"
+
+
+def test_reproduce_reads_the_stored_h200_tables_of_today():
+    """The stored run it compares with is timed per token: the spread comes from its decode steps (a run on the
+    H200 crashed in a reader that wanted the columns of an older table)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reproduce
+
+    dec, _ = reproduce._stored("07_decode", "nvidia-h200")
+    pre, _ = reproduce._stored("07_prefill", "nvidia-h200")
+    for got in (
+        reproduce.stored_decode(dec, "llama-2-7b", "bf16", "dynamic"),
+        reproduce.stored_decode(dec, "llama-2-7b", "nf4", "compiled-loop"),
+        reproduce.stored_prefill(pre, "llama-2-7b", 4096),
+    ):
+        assert got is not None and got[1] <= got[0] <= got[2], got
+    r = reproduce._pick(dec, model="llama-2-7b", weights="bf16", mode="dynamic", batch_size=1)
+    assert reproduce.stored_decode(dec, "llama-2-7b", "bf16", "dynamic")[1] == pytest.approx(
+        1e3 / r.decode_step_p90_ms
+    ), "the spread is the decode steps' p10-p90, as the forward figures' is their latency's"
 
 
 def test_reproduce_runs_end_to_end_on_the_cpu():

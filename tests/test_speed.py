@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from helpers import models
 from helpers.errors import WorkbookError
@@ -66,8 +67,12 @@ def test_own_greedy_loop_makes_the_tokens_generate_makes(tiny):
         )
     assert tokens.shape == (2, 8) and torch.equal(tokens, ref[:, 16:])
     assert torch.equal(loop(8), tokens), "a second run starts from an emptied cache"
+    graphs = counters["stats"]["unique_graphs"]
     assert torch.equal(loop(8, forced=ref[:, 16:]), tokens), (
         "fed its own choices, teacher forcing changes nothing"
+    )
+    assert counters["stats"]["unique_graphs"] == graphs, (
+        "fed columns of a generated tensor (other strides), the step must not compile again"
     )
     other = torch.randint(0, 200, (2, 8))  # made on the CPU: the loop moves them to the model's device
     assert not torch.equal(loop(8, forced=other), tokens), "fed other tokens, it predicts from them"

@@ -236,3 +236,12 @@ def test_facts_are_sentences_of_the_corpus_and_reproduction_is_measured_in_words
 def test_a_quality_row_without_questions_scores_only_the_text(smol, ref):
     row = quality.row(smol, ref, prompts=())
     assert row["answers_asked"] == 0 and row["answers_correct"] == 0 and row["top1_agreement_pct"] == 100.0
+
+
+def test_a_batch_of_questions_answers_as_each_question_alone_in_fp32(smol, said):
+    assert smol.request.dtype == "fp32"
+    for p in answers.FIXED_PROMPTS:
+        alone = answers.ask(smol, (p,)).iloc[0]
+        assert alone.answer == said.answer[p.question] and alone.new_tokens == said.new_tokens[p.question], (
+            alone
+        )

@@ -25,9 +25,11 @@ Time on an H200 (2026-12-03, torch 2.11): with a 25 s budget per group of figure
 limit), after 12 of 14 figures, inside the int8 group, once dynamo had reported reaching its recompile limit in
 bitsandbytes' matmul (the loop now runs int8's layers uncompiled, ``greedy_loop.eager_int8_layers``, and a loop that
 reaches the cap ends as a ``not run`` row); the groups now get 10 s each, aimed at under five minutes, which a run
-has yet to confirm. Decode: 32 new tokens after a 128-token prompt (the stored run made 64, and a step's KV-cache
-reads at those positions are under 1% of its weight reads, so the per-step rates compare). On a CPU the tiny profile
-runs in well under a minute (the compiled loop is left out there: compiling it takes longer than the rest together).
+has yet to confirm. A run on 2026-12-04 failed after 112 s and 8 figures: this reader wanted the columns that a stored
+decode table had before per-token timing (fixed: it reads the decode steps' p10 and p90). Decode: 32 new tokens
+after a 128-token prompt (the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its
+weight reads, so the per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled
+loop is left out there: compiling it takes longer than the rest together).
 """
 
 from __future__ import annotations
@@ -127,10 +129,17 @@ def stored_prefill(df, model, seq_len):
 
 
 def stored_decode(df, model, weights, mode):
-    """decode tok/s and a spread from the stored run's p10/p90 of the whole generation less its prefill."""
+    """decode tok/s and its p10-p90 spread in the stored run: from the decode steps of a run timed per token, or (a
+    run from before per-token timing) from the whole generation less its prefill."""
     r = _pick(df, model=model, weights=weights, mode=mode, batch_size=1)
     if r is None:
         return None
+    if pd.notna(r.get("decode_step_p10_ms")) and pd.notna(r.get("decode_step_p90_ms")):
+        return (
+            r.decode_tok_s,
+            r.batch_size * 1e3 / r.decode_step_p90_ms,
+            r.batch_size * 1e3 / r.decode_step_p10_ms,
+        )
     steps = r.batch_size * (r.new_tokens - 1)
     low, high = (steps / ((r[f"total_{q}_ms"] - r.prefill_ms) / 1e3) for q in ("p90", "p10"))
     return r.decode_tok_s, low, high

@@ -27,7 +27,7 @@ from ..models.loading import Loaded
 from .batches import make_batch
 from .ceilings import SpeedOfLight
 from .protocol import Call, Protocol, time_interleaved
-from .timing import peak_memory
+from .timing import MemoryPeak, peak_memory
 from .workload import against_sol, decode_step_bytes, forward_flops, kv_cache_bytes, weight_bytes
 
 
@@ -109,9 +109,11 @@ def decode_rows(
     pad_fraction: float = 0.0,
     sol: SpeedOfLight | None = None,
     busy="auto",
+    peaks: dict[str, MemoryPeak] | None = None,
 ) -> dict[str, dict]:
     """Measure several ways of generating the same tokens (``runs``: name -> ``run(stamps)``) interleaved by
-    ``protocol``; one row each (see ``timed_row``)."""
+    ``protocol``; one row each (see ``timed_row``). ``peaks``: a run's allocator peak already measured (by a
+    call between a peak reset and a read, as ``timing.peak_memory`` does); the others get one more call for it."""
     if new_tokens < 2:
         raise WorkbookError(f"new_tokens={new_tokens}: no decode step to measure.", "Use new_tokens >= 2.")
     dev = loaded.device
@@ -119,7 +121,9 @@ def decode_rows(
     samples = time_interleaved(calls, protocol, device=dev, busy=busy)
     rows = {}
     for k, run in runs.items():
-        mem = peak_memory(run, device=dev, context=loaded.context)
+        mem = (peaks or {}).get(k)
+        if mem is None:
+            mem = peak_memory(run, device=dev, context=loaded.context)
         rows[k] = timed_row(loaded, batch_size, prompt_len, new_tokens, samples[k], mem, pad_fraction, sol)
     return rows
 
@@ -174,13 +178,18 @@ def generate(
     ``protocol`` (``None``: the default ``Protocol()``): one row with
     ``prefill_ms`` (time to first token), ``decode_step_ms`` and ``decode_tok_s`` with their intervals, ``n`` (decode
     samples: ``runs * (new_tokens - 1)``), ``ci_reached``, ``busy_share`` and ``host_bound``. The first call, which
-    checks the token count, is one of the protocol's warm-up rounds."""
+    checks the token count, is one of the protocol's warm-up rounds, and its allocator peak (after a reset) is the
+    row's memory: a generation's tensors are the same in every call, so no extra call is spent on it. On a model's
+    first call that peak also holds the libraries' one-time workspaces (cuBLAS's, some MiB). With
+    ``generate_kwargs`` (a static cache, which transformers may compile on its first call) the peak is measured on
+    a call of its own, after the timed ones."""
     if new_tokens < 2:
         raise WorkbookError(f"new_tokens={new_tokens}: no decode step to measure.", "Use new_tokens >= 2.")
     batch = make_batch(loaded, batch_size, prompt_len, pad_fraction)
     run = generate_run(loaded, batch, new_tokens, **generate_kwargs)
-    with loaded.context():
-        out = run()
+    checked = []
+    mem = peak_memory(lambda: checked.append(run()), device=loaded.device, context=loaded.context)
+    out = checked[0]
     made = out.shape[1] - (1 if loaded.model.config.is_encoder_decoder else prompt_len)
     assert made == new_tokens, f"generate made {made} tokens, not {new_tokens}"
     p = protocol or Protocol()  # the check above was a whole generation: it counts as the first warm-up round
@@ -195,5 +204,6 @@ def generate(
         pad_fraction=pad_fraction,
         sol=sol,
         busy=busy,
+        peaks=None if generate_kwargs else {"generate": mem},
     )
     return rows["generate"]

@@ -79,7 +79,13 @@ class GreedyLoop:
             token = logits[:, -1:].argmax(-1)
             out = [token]
             for i, pos in enumerate(self.positions[: new_tokens - 1]):
-                fed = token if forced is None else forced[:, i : i + 1]
+                # a forced token is copied into a tensor laid out as the loop's own (a column of ``forced`` has
+                # its strides, and dynamo guards on strides: fed as a view, it compiled the step a second time)
+                fed = (
+                    token
+                    if forced is None
+                    else forced[:, i : i + 1].clone(memory_format=torch.contiguous_format)
+                )
                 # the previous step's outputs are read: replay may reuse them
                 torch.compiler.cudagraph_mark_step_begin()
                 logits = self.step(
