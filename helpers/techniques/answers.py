@@ -66,19 +66,13 @@ def ask(
         )["input_ids"]
         for p in prompts
     ]
-    pad = next(
-        (t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0
-    )  # masked out: any id serves
-    width = max(len(i) for i in ids)
-    input_ids = torch.tensor([[pad] * (width - len(i)) + list(i) for i in ids])
-    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    enc = tok.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt").to(
+        loaded.device
+    )
+    width = enc["input_ids"].shape[1]
     with torch.inference_mode(), loaded.context():
         out = loaded.model.generate(
-            input_ids=input_ids.to(loaded.device),
-            attention_mask=mask.to(loaded.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
         )
     eos = loaded.model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
