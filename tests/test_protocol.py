@@ -360,6 +360,14 @@ def test_reproduce_judges_only_gpu_bound_figures_of_the_same_card():
         == "other card: not judged"
     )
     assert reproduce.figure("f", "t", "latency_ms", row, None, (0, 0), True)["verdict"] == "no stored value"
+    paced = reproduce.figure("f", "t", "latency_ms", row, (*stored, True), (0, 0), True)
+    assert (
+        paced["verdict"].startswith("host-bound") and paced["stored_host_bound"] and not paced["compared"]
+    ), "a stored figure its host paced is no reference either"
+    assert (
+        reproduce.figure("f", "t", "latency_ms", row, (*stored, False), (0, 0), True)["verdict"]
+        == "reproduced"
+    )
 
 
 def test_reproduce_reads_the_stored_h200_tables_of_today():
@@ -376,6 +384,11 @@ def test_reproduce_reads_the_stored_h200_tables_of_today():
         reproduce.stored_prefill(pre, "llama-2-7b", 4096),
     ):
         assert got is not None and got[1] <= got[0] <= got[2], got
+    fwd = [(name, reproduce._stored(name, "nvidia-h200")[0]) for name in reproduce.FORWARD_TABLES]
+    for attention in reproduce.ATTENTIONS:  # the H200 has no helpers' exercise table: notebook 01's backends
+        got, table = reproduce.stored_forward(fwd, "llama-2-7b", attention, 4096)
+        assert table == "01_backends" and got[1] <= got[0] <= got[2], (attention, table, got)
+    assert reproduce.stored_forward(fwd, "llama-2-7b", "eager", 123) == (None, "helpers_exercise_forward")
     r = reproduce._pick(dec, model="llama-2-7b", weights="bf16", mode="dynamic", batch_size=1)
     assert reproduce.stored_decode(dec, "llama-2-7b", "bf16", "dynamic")[1] == pytest.approx(
         1e3 / r.decode_step_p90_ms

@@ -136,3 +136,35 @@ def test_the_time_table_is_registered(name):
 
     t = registry.table(name)
     assert t.keys == ("notebook", "status") and "chapter_s" in t.units
+
+
+def test_the_time_table_totals_a_card_only_when_every_chapter_ran_to_its_end(monkeypatch):
+    import time_table
+
+    rows = pd.DataFrame(
+        {
+            "notebook": time_table.CHAPTERS,
+            "card": "Card",
+            "profile": "large-gpu",
+            "chapter_s": 190.0,
+            "one_time_s": 10.0,
+            "time_budget_s": 300.0,
+            "status": "ok",
+            "date": "2026-12-04",
+        }
+    )
+    monkeypatch.setattr(time_table, "latest", lambda: rows)
+    n = len(time_table.CHAPTERS)
+    assert n == 8, time_table.CHAPTERS
+    total = time_table.render().splitlines()[-1]
+    assert (
+        total.startswith(f"Card (large-gpu): {n} of {n} chapters, 1520 s of their own")
+        and "exceeded" in total
+    )
+    monkeypatch.setattr(time_table, "latest", lambda: rows.assign(chapter_s=150.0))
+    assert "1200 s of their own (the workbook's budget: 1500 s, kept)" in time_table.render()
+    monkeypatch.setattr(time_table, "latest", lambda: rows.assign(status=["stopped"] + ["ok"] * (n - 1)))
+    assert "no total" in time_table.render().splitlines()[-1]
+    monkeypatch.setattr(time_table, "latest", lambda: rows.iloc[1:])
+    assert "7 of 8 chapters" in time_table.render() and "no total" in time_table.render()
+    assert "70 s of one-time costs" in time_table.render(), "one-time seconds summed apart"

@@ -6,7 +6,8 @@
 Writes ``results/<card>/reproduce_<date>.csv`` (and its ``.json``), one row per figure:
 
 - forward pass at the profile's long sequence (4096 tokens on a large GPU), batch 1, one row per attention path
-  (eager, sdpa, sdpa-flash, sdpa-cudnn, sdpa-efficient), timed interleaved: ``latency_ms``;
+  (eager, sdpa, sdpa-flash, sdpa-cudnn, sdpa-efficient), timed interleaved: ``latency_ms``, compared with the
+  helpers' exercise table or, where the stored card has none, notebook 01's backends side by side (the same pass);
 - prefill TFLOP/s at a few prompt lengths (the stored run's attention path);
 - batch-1 greedy decode, timed per token inside each generation (``steps``), the modes of one format interleaved:
   bf16 dynamic / static / compiled-loop, nf4 and int8 dynamic / compiled-loop: ``decode_tok_s``.
@@ -14,22 +15,23 @@ Writes ``results/<card>/reproduce_<date>.csv`` (and its ``.json``), one row per 
 Each row holds the stored value (``results.stored`` of ``--stored-card``, by default the run the README quotes) and
 its p10-p90 spread, the new median and its 95% interval, the drift (new / stored - 1), whether the new value falls
 inside the stored spread, the GPU's busy share and ``host_bound``, and a verdict: ``reproduced`` (GPU-bound, same
-card, within 5%), ``drifted``, ``host-bound: spread only`` (the host paces it: not compared), ``other card: not
-judged``, ``no stored value`` (another model or size) or ``not run: ...`` (unsupported here, or an error).
+card, within 5%), ``drifted``, ``host-bound: spread only`` (the host paces it, in this run or in the stored one: not
+compared), ``other card: not judged``, ``no stored value`` (another model or size) or ``not run: ...`` (unsupported
+here, or an error).
 
 Each figure is appended to the CSV as soon as it is measured; a run stopped half-way (Ctrl-C, SIGTERM from a time
 limit) saves the figures it has, with ``stopped`` in its metadata. The model's checkpoint is built first if the
 cache lacks it (``tools/prepare.py``), and that one-time cost is reported apart (``one_time_s``).
 
-Time on an H200 (2026-12-03, torch 2.11): with a 25 s budget per group of figures the run was stopped at 414 s (its
-limit), after 12 of 14 figures, inside the int8 group, once dynamo had reported reaching its recompile limit in
-bitsandbytes' matmul (the loop now runs int8's layers uncompiled, ``greedy_loop.eager_int8_layers``, and a loop that
-reaches the cap ends as a ``not run`` row); the groups now get 10 s each, aimed at under five minutes, which a run
-has yet to confirm. A run on 2026-12-04 failed after 112 s and 8 figures: this reader wanted the columns that a stored
-decode table had before per-token timing (fixed: it reads the decode steps' p10 and p90). Decode: 32 new tokens
-after a 128-token prompt (the stored run made 64, and a step's KV-cache reads at those positions are under 1% of its
-weight reads, so the per-step rates compare). On a CPU the tiny profile runs in well under a minute (the compiled
-loop is left out there: compiling it takes longer than the rest together).
+Time on an H200: 246 s for all 15 figures on 2026-12-04 (commit ab75321, a fresh machine, so a cold compile
+cache: the three compiled loops compiled during the run), with 10 s for each group of figures. Earlier runs: stopped
+at its 414 s limit on 2026-12-03, inside the int8 group, where dynamo reached its recompile limit in bitsandbytes'
+matmul (the loop now runs int8's layers uncompiled, ``greedy_loop.eager_int8_layers``, and a loop that reaches the
+cap ends as a ``not run`` row); failed after 112 s on the morning of 2026-12-04 in a reader that wanted the columns of
+a stored decode table from before per-token timing (it reads the decode steps' p10 and p90 now). Decode: 32 new
+tokens after a 128-token prompt (notebook 07's stored run makes 16, and a step's KV-cache reads at those positions
+are under 1% of its weight reads, so the per-step rates compare). On a CPU the tiny profile runs in well under a
+minute (the compiled loop is left out there: compiling it takes longer than the rest together).
 """
 
 from __future__ import annotations
@@ -116,16 +118,33 @@ def _pick(df: pd.DataFrame, **keys) -> pd.Series | None:
     return None if df.empty else df.iloc[0]
 
 
-def stored_forward(df, model, attention, seq_len):
-    r = _pick(df, model=model, attention=attention, seq_len=seq_len, batch_size=1)
-    return (r.latency_ms, r.latency_p10_ms, r.latency_p90_ms) if r is not None else None
+def _host_bound(r: pd.Series) -> bool:
+    """Whether a stored row was paced by its host (a figure to show, not to compare with)."""
+    flag = r.get("host_bound", False)
+    return bool(flag) if pd.notna(flag) else False
+
+
+# the stored forward passes, in order of preference: the helpers' exercise, else notebook 01's backends side by side
+# (the same pass: batch 1, the profile's long sequence, the paths timed interleaved)
+FORWARD_TABLES = ("helpers_exercise_forward", "01_backends")
+
+
+def stored_forward(tables, model, attention, seq_len):
+    """(latency, p10, p90, host-bound) from the first of ``tables`` ((name, frame) pairs) that has this pass, and
+    that table's name (the first name when none has it)."""
+    for name, df in tables:
+        r = _pick(df, model=model, attention=attention, seq_len=seq_len, batch_size=1)
+        if r is not None:
+            return (r.latency_ms, r.latency_p10_ms, r.latency_p90_ms, _host_bound(r)), name
+    return None, tables[0][0]
 
 
 def stored_prefill(df, model, seq_len):
     r = _pick(df, model=model, seq_len=seq_len)
     if r is None:
         return None
-    return r.tflops, r.tflops * r.latency_ms / r.latency_p90_ms, r.tflops * r.latency_ms / r.latency_p10_ms
+    lat = r.latency_ms
+    return r.tflops, r.tflops * lat / r.latency_p90_ms, r.tflops * lat / r.latency_p10_ms, _host_bound(r)
 
 
 def stored_decode(df, model, weights, mode):
@@ -139,24 +158,28 @@ def stored_decode(df, model, weights, mode):
             r.decode_tok_s,
             r.batch_size * 1e3 / r.decode_step_p90_ms,
             r.batch_size * 1e3 / r.decode_step_p10_ms,
+            _host_bound(r),
         )
     steps = r.batch_size * (r.new_tokens - 1)
     low, high = (steps / ((r[f"total_{q}_ms"] - r.prefill_ms) / 1e3) for q in ("p90", "p10"))
-    return r.decode_tok_s, low, high
+    return r.decode_tok_s, low, high, _host_bound(r)
 
 
 def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
     """One row of the reproduction table (see the module's docstring for the verdicts)."""
     ok = row.get("status", "ok") == "ok"
     new = row.get(metric, float("nan")) if ok else float("nan")
-    s, s_lo, s_hi = stored if stored is not None else (float("nan"),) * 3
+    s, s_lo, s_hi, *flag = stored if stored is not None else (float("nan"),) * 3
+    stored_host_bound = bool(
+        flag and flag[0]
+    )  # (value, p10, p90[, host-bound]): a paced stored run is not a reference
     drift = new / s - 1 if stored is not None and ok else float("nan")
     host_bound = bool(row.get("host_bound", False))
     if not ok:
         verdict = f"not run: {row.get('status')}"
     elif stored is None:
         verdict = "no stored value"
-    elif host_bound:
+    elif host_bound or stored_host_bound:
         verdict = "host-bound: spread only"
     elif not same_card:
         verdict = "other card: not judged"
@@ -175,6 +198,7 @@ def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
         "drift": drift,
         "inside_stored": bool(stored is not None and ok and min(s_lo, s_hi) <= new <= max(s_lo, s_hi)),
         "host_bound": host_bound,
+        "stored_host_bound": stored_host_bound,
         "busy_share": row.get("busy_share", float("nan")),
         "n": row.get("n"),
         "ci_reached": row.get("ci_reached"),
@@ -205,7 +229,7 @@ def _alone(loaded, attention, plan) -> dict:
 
 def forward_figures(env, plan, stored_card, same_card, keep: Callable[[dict], None]) -> None:
     loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa")
-    fwd, _ = _stored("helpers_exercise_forward", stored_card)
+    fwd = [(name, _stored(name, stored_card)[0]) for name in FORWARD_TABLES]
     pre, pre_meta = _stored("07_prefill", stored_card)
     try:
         runs = [a for a in ATTENTIONS if env.runs(attention=a)]
@@ -219,8 +243,8 @@ def forward_figures(env, plan, stored_card, same_card, keep: Callable[[dict], No
             )
             ci = (row.get("latency_ci_low_ms"), row.get("latency_ci_high_ms"))
             name = f"forward {a}, batch 1 x {plan.seq_len}"
-            stored = stored_forward(fwd, plan.model, a, plan.seq_len)
-            keep(figure(name, "helpers_exercise_forward", "latency_ms", row, stored, ci, same_card))
+            stored, table = stored_forward(fwd, plan.model, a, plan.seq_len)
+            keep(figure(name, table, "latency_ms", row, stored, ci, same_card))
         attention = pre_meta.get("attention", "sdpa")
         try:  # the stored run's path, where it runs in this plan's dtype (flash has no float32 kernel)
             loaded.switch_attention(attention if env.runs(attention=attention) else "sdpa")

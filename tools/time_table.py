@@ -17,14 +17,19 @@ import pandas as pd
 import readme_blocks
 
 from helpers import results
+from helpers.machine import budgets
 
 ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LOCAL_CARD = "cpu"  # results/cpu/ is in .gitignore: a CPU's own runs are not shipped
 
 
 def latest() -> pd.DataFrame:
     """The latest row of every (card, notebook) among the shipped time tables."""
     frames = []
     for path in sorted((ROOT / "results").glob("*/run_all_*.csv")):
+        if path.parent.name == LOCAL_CARD:
+            continue  # this machine's CPU runs: git ignores them, so a clean clone has none
         df, meta = results.stored(path.stem, card=path.parent.name)
         frames.append(df.assign(card=meta["card"]["name"], date=path.stem[-10:]))
     if not frames:
@@ -48,6 +53,20 @@ def render() -> str:
         lines.append(
             f"| `{r.notebook}` | {r.card} | {r.profile} | {r.chapter_s:.0f} s | {r.time_budget_s:.0f} s | "
             f"{within} | {status} | {r.date} |"
+        )
+    lines.append("")
+    for (card, profile), part in df.groupby(["card", "profile"], sort=False):
+        whole, own = budgets.WORKBOOK_BUDGET_S.get(profile), part.chapter_s.sum()
+        complete = (part.status == "ok").all() and len(part) == len(CHAPTERS)
+        if not complete:
+            verdict = "not every chapter has run to its end: no total"
+        elif whole:
+            verdict = f"the workbook's budget: {whole:.0f} s, {'kept' if own <= whole else 'exceeded'}"
+        else:
+            verdict = "no workbook budget on this profile"
+        lines.append(
+            f"{card} ({profile}): {len(part)} of {len(CHAPTERS)} chapters, {own:.0f} s of their own ({verdict}), "
+            f"and {part.one_time_s.sum():.0f} s of one-time costs while they ran, counted apart."
         )
     return "\n".join(lines) + "\n"
 

@@ -7,13 +7,13 @@ stops on its share after its minimum rounds and says so (``stopped_by="share"``)
 loading, checks and single measurements.
 ``profiles`` puts both into every chapter's table (``ch.time_budget_s``, ``ch.sweep_seconds``).
 
-A point costs at least its warm-up and minimum rounds whatever its share (H200 runs of 2026-12-03: 01 took 344 s
-with batch sizes [1, 2, 4] and three padding fractions, 316 s with [1, 4] and two; 05's grid of 40 points was stopped
-after 16 of them in 370 s, and 14 points took 294 s, the last five past the sweep's budget at their minimum, int8's
-points 37-39 s each; 07's decode sweep took 350 s, 143 s of it compiling:
-87 s in the modes that compiled, 56 s in int8's loop until it was refused), so the point counts in the profiles, not
+A point costs at least its warm-up and minimum rounds whatever its share, so the point counts in the profiles, not
 the shares, keep a chapter within its budget: sweep points are chosen to show each trend, not every size of the
-slowest path.
+slowest path. H200 runs of 2026-12-03 (01 took 344 s with batch sizes [1, 2, 4] and three padding fractions, 316 s
+with [1, 4] and two; 05's grid of 14 points took 294 s, int8's points 37-39 s each) led to the
+counts of today; on 2026-12-04 (commit ab75321, each chapter alone) 01 took 206 s with [1, 2], 03 228 s, 04 232 s,
+05 195 s with 11 points and 07 194 s with its compilations (133 s) apart; with 00 (32 s), 02 (70 s) and 06 (130 s),
+1287 s of the workbook's 1500.
 """
 
 from __future__ import annotations
