@@ -341,6 +341,7 @@ def test_every_results_file_records_the_host():
 
 def test_reproduce_judges_only_gpu_bound_figures_of_the_same_card():
     sys.path.insert(0, str(ROOT / "tools"))
+    import pandas as pd
     import reproduce
 
     row = {"status": "ok", "latency_ms": 103.0, "host_bound": False, "busy_share": 0.97}
@@ -368,6 +369,10 @@ def test_reproduce_judges_only_gpu_bound_figures_of_the_same_card():
         reproduce.figure("f", "t", "latency_ms", row, (*stored, False), (0, 0), True)["verdict"]
         == "reproduced"
     )
+    unflagged = reproduce.figure("f", "t", "latency_ms", row, (*stored, float("nan")), (0, 0), True)
+    assert unflagged["verdict"] == "reproduced" and not unflagged["stored_host_bound"], "NaN: not flagged"
+    assert reproduce._host_bound(pd.Series({"host_bound": float("nan")})) is False
+    assert reproduce._host_bound(pd.Series({"latency_ms": 1.0})) is False, "an older table without the column"
 
 
 def test_reproduce_reads_the_stored_h200_tables_of_today():
@@ -378,16 +383,24 @@ def test_reproduce_reads_the_stored_h200_tables_of_today():
 
     dec, _ = reproduce._stored("07_decode", "nvidia-h200")
     pre, _ = reproduce._stored("07_prefill", "nvidia-h200")
-    for got in (
-        reproduce.stored_decode(dec, "llama-2-7b", "bf16", "dynamic"),
-        reproduce.stored_decode(dec, "llama-2-7b", "nf4", "compiled-loop"),
-        reproduce.stored_prefill(pre, "llama-2-7b", 4096),
+    for got, r in (
+        (
+            reproduce.stored_decode(dec, "llama-2-7b", w, m),
+            reproduce._pick(dec, weights=w, mode=m, batch_size=1),
+        )
+        for w, m in (("bf16", "dynamic"), ("nf4", "compiled-loop"))
     ):
         assert got is not None and got[1] <= got[0] <= got[2], got
+        assert got[3] is bool(r.host_bound), "each stored figure carries its row's host-bound flag"
+    for n in (1024, 4096):
+        got, r = reproduce.stored_prefill(pre, "llama-2-7b", n), reproduce._pick(pre, seq_len=n)
+        assert got[1] <= got[0] <= got[2] and got[3] is bool(r.host_bound), (n, got)
     fwd = [(name, reproduce._stored(name, "nvidia-h200")[0]) for name in reproduce.FORWARD_TABLES]
+    back, _ = reproduce._stored("01_backends", "nvidia-h200")
     for attention in reproduce.ATTENTIONS:  # the H200 has no helpers' exercise table: notebook 01's backends
         got, table = reproduce.stored_forward(fwd, "llama-2-7b", attention, 4096)
         assert table == "01_backends" and got[1] <= got[0] <= got[2], (attention, table, got)
+        assert got[3] is bool(reproduce._pick(back, attention=attention).host_bound)
     assert reproduce.stored_forward(fwd, "llama-2-7b", "eager", 123) == (None, "helpers_exercise_forward")
     r = reproduce._pick(dec, model="llama-2-7b", weights="bf16", mode="dynamic", batch_size=1)
     assert reproduce.stored_decode(dec, "llama-2-7b", "bf16", "dynamic")[1] == pytest.approx(
@@ -421,6 +434,9 @@ def test_reproduce_runs_end_to_end_on_the_cpu():
     assert (ok.new > 0).all() and (ok.new_ci_low <= ok.new).all() and (ok.new <= ok.new_ci_high).all()
     meta = results.meta(path.stem)
     assert meta["protocol"]["target_ci"] == 0.02 and "host" in meta
+    assert set(meta["stored_saved"]) == set(reproduce.STORED_TABLES), (
+        "which stored tables it met, and when saved"
+    )
     print(f"reproduce on the CPU: {wall:.0f} s")
 
 

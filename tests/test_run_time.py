@@ -164,7 +164,26 @@ def test_the_time_table_totals_a_card_only_when_every_chapter_ran_to_its_end(mon
     monkeypatch.setattr(time_table, "latest", lambda: rows.assign(chapter_s=150.0))
     assert "1200 s of their own (the workbook's budget: 1500 s, kept)" in time_table.render()
     monkeypatch.setattr(time_table, "latest", lambda: rows.assign(status=["stopped"] + ["ok"] * (n - 1)))
-    assert "no total" in time_table.render().splitlines()[-1]
+    stopped = time_table.render().splitlines()[-1]
+    assert (
+        f"no total yet: 1 not run to its end ({rows.notebook[0]})" in stopped
+        and "of their own" not in stopped
+    )
     monkeypatch.setattr(time_table, "latest", lambda: rows.iloc[1:])
     assert "7 of 8 chapters" in time_table.render() and "no total" in time_table.render()
     assert "70 s of one-time costs" in time_table.render(), "one-time seconds summed apart"
+    twice = pd.concat([rows.iloc[1:], rows.iloc[1:2]])  # as many rows as chapters, one chapter still missing
+    monkeypatch.setattr(time_table, "latest", lambda: twice)
+    assert "no total yet" in time_table.render().splitlines()[-1], "counted by name, not by rows"
+
+
+def test_readme_blocks_read_only_the_shipped_tables(tmp_path):
+    import readme_blocks
+
+    for card in ("cpu", "nvidia-h200"):
+        (tmp_path / card).mkdir()
+        (tmp_path / card / "run_all_2026-12-04.csv").write_text("notebook\n")
+    found = readme_blocks.shipped("*/run_all_*.csv", results=tmp_path)
+    assert [p.parent.name for p in found] == ["nvidia-h200"], "results/cpu/ is this machine's, ignored by git"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert f"/results/{readme_blocks.LOCAL_CARD}/" in ignored, "the folder left out is the one git ignores"

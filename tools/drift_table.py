@@ -11,18 +11,15 @@ the README's block is this script's output, so no number in it is typed by hand.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import readme_blocks
 
 from helpers import results
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def runs() -> list[tuple[str, str]]:
     """(card, table name) of every reproduction the repository ships, oldest first."""
-    found = sorted((ROOT / "results").glob("*/reproduce_*.csv"), key=lambda p: (p.stem, p.parent.name))
+    found = sorted(readme_blocks.shipped("*/reproduce_*.csv"), key=lambda p: (p.stem, p.parent.name))
     return [(p.parent.name, p.stem) for p in found]
 
 

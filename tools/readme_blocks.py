@@ -1,11 +1,21 @@
 """The README's generated blocks: text between ``<!-- name:start -->`` and ``<!-- name:end -->`` that a tool writes
-(``headline``, ``reproduce``, ``times``) and a test compares with that tool's output."""
+(``headline``, ``reproduce``, ``times``) and a test compares with that tool's output, from the tables the repository
+ships (``shipped``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+# results/cpu/ is in .gitignore: a CPU's own runs are not shipped, so a clean clone has none
+LOCAL_CARD = "cpu"
+
+
+def shipped(pattern: str, results: Path = ROOT / "results") -> list[Path]:
+    """The result files matching ``pattern`` (e.g. ``"*/run_all_*.csv"``) that the repository ships: this machine's
+    ignored ``results/cpu/`` left out, so a block written here equals the one a clean clone writes."""
+    return sorted(p for p in results.glob(pattern) if p.parent.name != LOCAL_CARD)
 
 
 def replace(name: str, text: str, readme: Path = README) -> None:

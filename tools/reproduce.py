@@ -7,7 +7,7 @@ Writes ``results/<card>/reproduce_<date>.csv`` (and its ``.json``), one row per 
 
 - forward pass at the profile's long sequence (4096 tokens on a large GPU), batch 1, one row per attention path
   (eager, sdpa, sdpa-flash, sdpa-cudnn, sdpa-efficient), timed interleaved: ``latency_ms``, compared with the
-  helpers' exercise table or, where the stored card has none, notebook 01's backends side by side (the same pass);
+  helpers' exercise table or, for a path that table lacks, notebook 01's backends side by side (the same shape);
 - prefill TFLOP/s at a few prompt lengths (the stored run's attention path);
 - batch-1 greedy decode, timed per token inside each generation (``steps``), the modes of one format interleaved:
   bf16 dynamic / static / compiled-loop, nf4 and int8 dynamic / compiled-loop: ``decode_tok_s``.
@@ -124,9 +124,10 @@ def _host_bound(r: pd.Series) -> bool:
     return bool(flag) if pd.notna(flag) else False
 
 
-# the stored forward passes, in order of preference: the helpers' exercise, else notebook 01's backends side by side
-# (the same pass: batch 1, the profile's long sequence, the paths timed interleaved)
+# the stored forward passes, in order of preference, for each figure: the helpers' exercise, else notebook 01's
+# backends side by side (the same shape, batch 1 at the profile's long sequence; there each path is a point of its own)
 FORWARD_TABLES = ("helpers_exercise_forward", "01_backends")
+STORED_TABLES = (*FORWARD_TABLES, "07_prefill", "07_decode")
 
 
 def stored_forward(tables, model, attention, seq_len):
@@ -170,9 +171,8 @@ def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
     ok = row.get("status", "ok") == "ok"
     new = row.get(metric, float("nan")) if ok else float("nan")
     s, s_lo, s_hi, *flag = stored if stored is not None else (float("nan"),) * 3
-    stored_host_bound = bool(
-        flag and flag[0]
-    )  # (value, p10, p90[, host-bound]): a paced stored run is not a reference
+    # (value, p10, p90[, host-bound]): a stored figure its host paced is no reference (NaN: not flagged)
+    stored_host_bound = bool(flag) and pd.notna(flag[0]) and bool(flag[0])
     drift = new / s - 1 if stored is not None and ok else float("nan")
     host_bound = bool(row.get("host_bound", False))
     if not ok:
@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_s": time.perf_counter() - t0,
         "one_time_s": one_time,
         "stopped": stopped,
+        # which stored tables the figures met: a later save of the same name replaces them
+        "stored_saved": {n: _stored(n, args.stored_card)[1].get("saved") for n in STORED_TABLES},
     }
     path = results.save(df, name, meta=meta)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 48):

@@ -4,7 +4,9 @@
     python tools/time_table.py --write    and replace it in README.md (between the times markers)
 
 For each chapter, its latest time on each card that has one (``tools/run_notebooks.py`` writes the tables): its
-own seconds (one-time builds and compilations apart), its status, the profile's budget and the date.
+own seconds (one-time builds and compilations apart), its status, the profile's budget and the date; then a line per
+card with the chapters' total against the workbook's budget, given only once every chapter has run to its end. Only
+the tables the repository ships are read (``readme_blocks.shipped``: this machine's ignored ``results/cpu/`` is not).
 tests/test_project.py checks that the README's block is this script's output, so no time in it is typed by hand.
 """
 
@@ -21,15 +23,12 @@ from helpers.machine import budgets
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-LOCAL_CARD = "cpu"  # results/cpu/ is in .gitignore: a CPU's own runs are not shipped
 
 
 def latest() -> pd.DataFrame:
     """The latest row of every (card, notebook) among the shipped time tables."""
     frames = []
-    for path in sorted((ROOT / "results").glob("*/run_all_*.csv")):
-        if path.parent.name == LOCAL_CARD:
-            continue  # this machine's CPU runs: git ignores them, so a clean clone has none
+    for path in readme_blocks.shipped("*/run_all_*.csv"):
         df, meta = results.stored(path.stem, card=path.parent.name)
         frames.append(df.assign(card=meta["card"]["name"], date=path.stem[-10:]))
     if not frames:
@@ -57,15 +56,16 @@ def render() -> str:
     lines.append("")
     for (card, profile), part in df.groupby(["card", "profile"], sort=False):
         whole, own = budgets.WORKBOOK_BUDGET_S.get(profile), part.chapter_s.sum()
-        complete = (part.status == "ok").all() and len(part) == len(CHAPTERS)
-        if not complete:
-            verdict = "not every chapter has run to its end: no total"
+        missing = sorted(set(CHAPTERS) - set(part.notebook[part.status == "ok"]))
+        if missing:
+            total = f"no total yet: {len(missing)} not run to its end ({', '.join(missing)})"
         elif whole:
-            verdict = f"the workbook's budget: {whole:.0f} s, {'kept' if own <= whole else 'exceeded'}"
+            kept = "kept" if own <= whole else "exceeded"
+            total = f"{own:.0f} s of their own (the workbook's budget: {whole:.0f} s, {kept})"
         else:
-            verdict = "no workbook budget on this profile"
+            total = f"{own:.0f} s of their own (no workbook budget on this profile)"
         lines.append(
-            f"{card} ({profile}): {len(part)} of {len(CHAPTERS)} chapters, {own:.0f} s of their own ({verdict}), "
+            f"{card} ({profile}): {len(part)} of {len(CHAPTERS)} chapters, {total}, "
             f"and {part.one_time_s.sum():.0f} s of one-time costs while they ran, counted apart."
         )
     return "\n".join(lines) + "\n"

@@ -9,11 +9,11 @@ loading, checks and single measurements.
 
 A point costs at least its warm-up and minimum rounds whatever its share, so the point counts in the profiles, not
 the shares, keep a chapter within its budget: sweep points are chosen to show each trend, not every size of the
-slowest path. H200 runs of 2026-12-03 (01 took 344 s with batch sizes [1, 2, 4] and three padding fractions, 316 s
-with [1, 4] and two; 05's grid of 14 points took 294 s, int8's points 37-39 s each) led to the
-counts of today; on 2026-12-04 (commit ab75321, each chapter alone) 01 took 206 s with [1, 2], 03 228 s, 04 232 s,
-05 195 s with 11 points and 07 194 s with its compilations (133 s) apart; with 00 (32 s), 02 (70 s) and 06 (130 s),
-1287 s of the workbook's 1500.
+slowest path. H200 runs of 2026-12-03 (01 took 344 s with batch sizes [1, 2, 4] and three padding fractions,
+316 s with [1, 4] and two; 05's grid sweep of 14 points took 294 s of the chapter's 382, int8's points 37-39 s
+each) led to the counts of today; on 2026-12-04 (commit ab75321, each chapter alone) 01 took 206 s with [1, 2],
+03 228 s, 04 232 s, 05 195 s with 11 points and 07 194 s with its compilations (133 s) apart; with 00 (32 s),
+02 (70 s) and 06 (130 s), 1287 s of the workbook's 1500.
 """
 
 from __future__ import annotations
