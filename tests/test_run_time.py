@@ -170,11 +170,33 @@ def test_the_time_table_totals_a_card_only_when_every_chapter_ran_to_its_end(mon
         and "of their own" not in stopped
     )
     monkeypatch.setattr(time_table, "latest", lambda: rows.iloc[1:])
-    assert "7 of 8 chapters" in time_table.render() and "no total" in time_table.render()
-    assert "70 s of one-time costs" in time_table.render(), "one-time seconds summed apart"
-    twice = pd.concat([rows.iloc[1:], rows.iloc[1:2]])  # as many rows as chapters, one chapter still missing
-    monkeypatch.setattr(time_table, "latest", lambda: twice)
-    assert "no total yet" in time_table.render().splitlines()[-1], "counted by name, not by rows"
+    missing = time_table.render().splitlines()[-1]
+    assert f"7 of 8 chapters, no total yet: 1 not run ({rows.notebook[0]})" in missing, missing
+    assert "70 s of one-time costs" in missing, "one-time seconds summed apart"
+    monkeypatch.setattr(
+        time_table, "latest", lambda: rows.assign(chapter_s=[float("nan")] + [150.0] * (n - 1))
+    )
+    assert "| not measured |" in time_table.render(), "a chapter without its time says so, not 'nan s'"
+
+
+def test_the_time_table_takes_each_chapters_last_row_per_card_and_profile():
+    import time_table
+
+    base = {"card": "Card", "one_time_s": 0.0, "time_budget_s": 300.0, "status": "ok"}
+    every = pd.DataFrame(
+        [
+            {**base, "notebook": "01_x", "profile": "large-gpu", "chapter_s": 300.0, "date": "2026-12-03"},
+            {**base, "notebook": "01_x", "profile": "large-gpu", "chapter_s": 250.0, "date": "2026-12-04"},
+            {**base, "notebook": "01_x", "profile": "large-gpu", "chapter_s": 200.0, "date": "2026-12-04"},
+            {**base, "notebook": "01_x", "profile": "small-gpu", "chapter_s": 800.0, "date": "2026-12-02"},
+            {**base, "notebook": "prepare", "profile": "large-gpu", "chapter_s": 80.0, "date": "2026-12-05"},
+        ]
+    )
+    got = time_table.newest(every).set_index("profile").chapter_s
+    assert got.to_dict() == {"large-gpu": 200.0, "small-gpu": 800.0}, got
+    # many rows of one date (a table appends each run's): an unstable sort would pick any of them
+    tied = pd.concat([every.iloc[[2]], every.iloc[[1]]] * 20 + [every.iloc[[0]]], ignore_index=True)
+    assert time_table.newest(tied).chapter_s.tolist() == [250.0], "of one date's rows, the last written"
 
 
 def test_readme_blocks_read_only_the_shipped_tables(tmp_path):

@@ -1,6 +1,6 @@
 """The README's generated blocks: text between ``<!-- name:start -->`` and ``<!-- name:end -->`` that a tool writes
-(``headline``, ``reproduce``, ``times``) and a test compares with that tool's output, from the tables the repository
-ships (``shipped``)."""
+(``headline``, ``reproduce``, ``times``) and a test compares with that tool's output, from the tables under ``results/``
+(``shipped``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ LOCAL_CARD = "cpu"
 
 
 def shipped(pattern: str, results: Path = ROOT / "results") -> list[Path]:
-    """The result files matching ``pattern`` (e.g. ``"*/run_all_*.csv"``) that the repository ships: this machine's
-    ignored ``results/cpu/`` left out, so a block written here equals the one a clean clone writes."""
+    """The result files matching ``pattern`` (e.g. ``"*/run_all_*.csv"``) under ``results/``, this machine's ignored
+    ``results/cpu/`` left out, so that a block written on a CPU equals the one a clean clone writes. A GPU machine's
+    own run saved into ``results/<card>/`` counts: commit it with the block it changes (the test then agrees), or
+    run with ``$WORKBOOK_RESULTS`` set elsewhere."""
     return sorted(p for p in results.glob(pattern) if p.parent.name != LOCAL_CARD)
 
 

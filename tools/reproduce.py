@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> Path:
     print(
         f"reproduce: {env.device.name}, profile {prof.name}, model {plan.model}, compared with {args.stored_card}"
     )
+    # when the stored tables the figures meet were saved, read as the run starts: a later save replaces them
+    stored_saved = {n: _stored(n, args.stored_card)[1].get("saved") for n in STORED_TABLES}
     name = f"reproduce_{dt.date.today().isoformat()}"
     partial = results.path_for(name)  # each row appended as it is measured: a stopped run keeps them
     partial.unlink(missing_ok=True)
@@ -351,8 +353,7 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_s": time.perf_counter() - t0,
         "one_time_s": one_time,
         "stopped": stopped,
-        # which stored tables the figures met: a later save of the same name replaces them
-        "stored_saved": {n: _stored(n, args.stored_card)[1].get("saved") for n in STORED_TABLES},
+        "stored_saved": stored_saved,
     }
     path = results.save(df, name, meta=meta)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 48):

@@ -33,9 +33,16 @@ def latest() -> pd.DataFrame:
         frames.append(df.assign(card=meta["card"]["name"], date=path.stem[-10:]))
     if not frames:
         return pd.DataFrame()
-    every = pd.concat(frames, ignore_index=True)
-    every = every[every.notebook != "prepare"].sort_values("date")
-    return every.drop_duplicates(["card", "notebook"], keep="last").sort_values(["card", "notebook"])
+    return newest(pd.concat(frames, ignore_index=True))
+
+
+def newest(every: pd.DataFrame) -> pd.DataFrame:
+    """The last row of each (card, profile, notebook): the latest date, and of one date's rows the last written (a
+    table appends each run's rows); ``prepare``'s rows left out."""
+    every = every[every.notebook != "prepare"].sort_values("date", kind="stable")
+    return every.drop_duplicates(["card", "profile", "notebook"], keep="last").sort_values(
+        ["card", "notebook"]
+    )
 
 
 def render() -> str:
@@ -49,23 +56,28 @@ def render() -> str:
     for r in df.itertuples():
         status = r.status + ("" if r.status == "ok" else " (not run to its end)")
         within = "yes" if r.status == "ok" and r.chapter_s <= r.time_budget_s else "no"
+        own = f"{r.chapter_s:.0f} s" if pd.notna(r.chapter_s) else "not measured"
         lines.append(
-            f"| `{r.notebook}` | {r.card} | {r.profile} | {r.chapter_s:.0f} s | {r.time_budget_s:.0f} s | "
+            f"| `{r.notebook}` | {r.card} | {r.profile} | {own} | {r.time_budget_s:.0f} s | "
             f"{within} | {status} | {r.date} |"
         )
     lines.append("")
     for (card, profile), part in df.groupby(["card", "profile"], sort=False):
         whole, own = budgets.WORKBOOK_BUDGET_S.get(profile), part.chapter_s.sum()
-        missing = sorted(set(CHAPTERS) - set(part.notebook[part.status == "ok"]))
-        if missing:
-            total = f"no total yet: {len(missing)} not run to its end ({', '.join(missing)})"
+        ran = set(part.notebook)
+        unfinished = sorted(ran - set(part.notebook[part.status == "ok"]))
+        never = sorted(set(CHAPTERS) - ran)
+        if unfinished or never:
+            why = [f"{len(unfinished)} not run to its end ({', '.join(unfinished)})"] * bool(unfinished)
+            why += [f"{len(never)} not run ({', '.join(never)})"] * bool(never)
+            total = f"no total yet: {'; '.join(why)}"
         elif whole:
             kept = "kept" if own <= whole else "exceeded"
             total = f"{own:.0f} s of their own (the workbook's budget: {whole:.0f} s, {kept})"
         else:
             total = f"{own:.0f} s of their own (no workbook budget on this profile)"
         lines.append(
-            f"{card} ({profile}): {len(part)} of {len(CHAPTERS)} chapters, {total}, "
+            f"{card} ({profile}): {len(ran & set(CHAPTERS))} of {len(CHAPTERS)} chapters, {total}, "
             f"and {part.one_time_s.sum():.0f} s of one-time costs while they ran, counted apart."
         )
     return "\n".join(lines) + "\n"

@@ -217,7 +217,7 @@ for _k, _v in {  # fewer points where the trend shows with fewer (large and smal
     # 01: batch 2 shows the trend at half batch 4's time (eager and Falcon's SDPA passes took 1.3-3.5 s at batch 4)
     "01": dict(batch_sizes=[1, 2], pad_fractions=[0.0, 0.5]),
     "03": dict(new_tokens=16),
-    # 04: int8 decodes at 6-10 tok/s at batch 1 on an H200 (the runs of 2026-12-04); 8 tokens give 7 timed steps
+    # 04: int8 decodes at 6-11 tok/s at batch 1 on an H200 (the runs of 2026-12-04); 8 tokens give 7 timed steps
     "04": dict(new_tokens=8),
     # 05 measures quality itself only when 03's table is not on this machine: fewer windows, no sample answers
     "05": dict(quality_windows=16, quality_prompts=0),
