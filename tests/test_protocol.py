@@ -487,7 +487,7 @@ def test_reproduce_appends_each_figure_as_it_is_measured(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
     seen = []
 
-    def after_forward(plan, weights, modes, stored_card, same_card, keep):
+    def after_forward(plan, weights, modes, dec, same_card, keep):
         name = f"reproduce_{reproduce.dt.date.today().isoformat()}"
         seen.append(
             len(open(results.path_for(name)).read().splitlines()) - 1

@@ -18,7 +18,7 @@ from helpers import results
 
 
 def runs() -> list[tuple[str, str]]:
-    """(card, table name) of every reproduction the repository ships, oldest first."""
+    """(card, table name) of every reproduction under results/ (``readme_blocks.shipped``), oldest first."""
     found = sorted(readme_blocks.shipped("*/reproduce_*.csv"), key=lambda p: (p.stem, p.parent.name))
     return [(p.parent.name, p.stem) for p in found]
 

@@ -118,10 +118,14 @@ def _pick(df: pd.DataFrame, **keys) -> pd.Series | None:
     return None if df.empty else df.iloc[0]
 
 
+def _flagged(flag) -> bool:
+    """A stored host-bound flag as a bool: NaN (a row measured without it) is not flagged."""
+    return bool(flag) if pd.notna(flag) else False
+
+
 def _host_bound(r: pd.Series) -> bool:
     """Whether a stored row was paced by its host (a figure to show, not to compare with)."""
-    flag = r.get("host_bound", False)
-    return bool(flag) if pd.notna(flag) else False
+    return _flagged(r.get("host_bound", False))
 
 
 # the stored forward passes, in order of preference, for each figure: the helpers' exercise, else notebook 01's
@@ -172,7 +176,7 @@ def figure(name, table, metric, row, stored, new_ci, same_card) -> dict:
     new = row.get(metric, float("nan")) if ok else float("nan")
     s, s_lo, s_hi, *flag = stored if stored is not None else (float("nan"),) * 3
     # (value, p10, p90[, host-bound]): a stored figure its host paced is no reference (NaN: not flagged)
-    stored_host_bound = bool(flag) and pd.notna(flag[0]) and bool(flag[0])
+    stored_host_bound = bool(flag) and _flagged(flag[0])
     drift = new / s - 1 if stored is not None and ok else float("nan")
     host_bound = bool(row.get("host_bound", False))
     if not ok:
@@ -227,10 +231,11 @@ def _alone(loaded, attention, plan) -> dict:
         return _failed(e)
 
 
-def forward_figures(env, plan, stored_card, same_card, keep: Callable[[dict], None]) -> None:
+def forward_figures(env, plan, stored, same_card, keep: Callable[[dict], None]) -> None:
+    """The forward and prefill figures, against ``stored`` (table name -> (rows, metadata), ``STORED_TABLES``)."""
     loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa")
-    fwd = [(name, _stored(name, stored_card)[0]) for name in FORWARD_TABLES]
-    pre, pre_meta = _stored("07_prefill", stored_card)
+    fwd = [(name, stored[name][0]) for name in FORWARD_TABLES]
+    pre, pre_meta = stored["07_prefill"]
     try:
         runs = [a for a in ATTENTIONS if env.runs(attention=a)]
         try:
@@ -266,8 +271,8 @@ def forward_figures(env, plan, stored_card, same_card, keep: Callable[[dict], No
         models.unload(loaded)
 
 
-def decode_figures(plan, weights, modes, stored_card, same_card, keep: Callable[[dict], None]) -> None:
-    dec, _ = _stored("07_decode", stored_card)
+def decode_figures(plan, weights, modes, dec, same_card, keep: Callable[[dict], None]) -> None:
+    """One weight format's decode figures, against ``dec``, the stored 07_decode rows."""
     quant = None if weights == "bf16" else weights
     try:
         loaded = models.load(plan.model, dtype=plan.dtype, attention="sdpa", quant=quant)
@@ -308,8 +313,9 @@ def main(argv: list[str] | None = None) -> Path:
     print(
         f"reproduce: {env.device.name}, profile {prof.name}, model {plan.model}, compared with {args.stored_card}"
     )
-    # when the stored tables the figures meet were saved, read as the run starts: a later save replaces them
-    stored_saved = {n: _stored(n, args.stored_card)[1].get("saved") for n in STORED_TABLES}
+    stored = {
+        n: _stored(n, args.stored_card) for n in STORED_TABLES
+    }  # read once: the tables the figures meet
     name = f"reproduce_{dt.date.today().isoformat()}"
     partial = results.path_for(name)  # each row appended as it is measured: a stopped run keeps them
     partial.unlink(missing_ok=True)
@@ -329,9 +335,9 @@ def main(argv: list[str] | None = None) -> Path:
         one_time = checkpoints.one_time_seconds(start)
         if one_time:
             print(f"reproduce: built {plan.model} once in {one_time:.0f} s (not part of the run's time)")
-        forward_figures(env, plan, args.stored_card, same_card, keep)
+        forward_figures(env, plan, stored, same_card, keep)
         for weights, modes in plan.formats.items():
-            decode_figures(plan, weights, modes, args.stored_card, same_card, keep)
+            decode_figures(plan, weights, modes, stored["07_decode"][0], same_card, keep)
     except KeyboardInterrupt:
         stopped = f"stopped after {time.perf_counter() - t0:.0f} s, {len(rows)} figures measured"
         print(f"reproduce: {stopped}; the rows so far are kept")
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_s": time.perf_counter() - t0,
         "one_time_s": one_time,
         "stopped": stopped,
-        "stored_saved": stored_saved,
+        "stored_saved": {n: m.get("saved") for n, (_, m) in stored.items()},  # a later save replaces a table
     }
     path = results.save(df, name, meta=meta)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 48):

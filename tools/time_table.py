@@ -5,8 +5,8 @@
 
 For each chapter, its latest time on each card that has one (``tools/run_notebooks.py`` writes the tables): its
 own seconds (one-time builds and compilations apart), its status, the profile's budget and the date; then a line per
-card with the chapters' total against the workbook's budget, given only once every chapter has run to its end. Only
-the tables the repository ships are read (``readme_blocks.shipped``: this machine's ignored ``results/cpu/`` is not).
+card with the chapters' total against the workbook's budget, given only once every chapter has run to its end. The
+tables are those under ``results/`` (``readme_blocks.shipped``: this machine's ignored ``results/cpu/`` left out).
 tests/test_project.py checks that the README's block is this script's output, so no time in it is typed by hand.
 """
 
@@ -68,8 +68,11 @@ def render() -> str:
         unfinished = sorted(ran - set(part.notebook[part.status == "ok"]))
         never = sorted(set(CHAPTERS) - ran)
         if unfinished or never:
-            why = [f"{len(unfinished)} not run to its end ({', '.join(unfinished)})"] * bool(unfinished)
-            why += [f"{len(never)} not run ({', '.join(never)})"] * bool(never)
+            why = []
+            if unfinished:
+                why.append(f"{len(unfinished)} not run to its end ({', '.join(unfinished)})")
+            if never:
+                why.append(f"{len(never)} not run ({', '.join(never)})")
             total = f"no total yet: {'; '.join(why)}"
         elif whole:
             kept = "kept" if own <= whole else "exceeded"
